@@ -1,0 +1,127 @@
+/*
+ * Wire: building and checking client-socket messages. mm__msg_check() is the
+ * only gate a received message passes; each type has an exact length (or a
+ * length fixed by its count) and every field is range-checked.
+ */
+#include "wire.h"
+
+#include <errno.h>
+#include <string.h>
+
+void mm__msg_init(mm_msg_hdr_t *hdr, uint16_t type, uint32_t length, uint32_t seq)
+{
+    hdr->magic = MM_MSG_MAGIC;
+    hdr->version = MM_PROTO_VERSION;
+    hdr->type = type;
+    hdr->length = length;
+    hdr->seq = seq;
+}
+
+uint32_t mm__msg_install_length(uint32_t count)
+{
+    return (uint32_t)(offsetof(mm_msg_install_t, chunks) + (size_t)count * sizeof(uint32_t));
+}
+
+/* A name is NUL-terminated inside its field, non-empty and printable ASCII. */
+static int check_text(const char *text, size_t cap, int allow_empty)
+{
+    size_t n = strnlen(text, cap);
+    if (n == cap || (n == 0 && !allow_empty))
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (text[i] < 0x20 || text[i] > 0x7e)
+            return -EINVAL;
+    return 0;
+}
+
+static int check_hello(const mm_msg_hello_t *m)
+{
+    if (check_text(m->name, sizeof m->name, 0) < 0)
+        return -EINVAL;
+    if (m->max_bytes < MM_CHUNK_SIZE || m->max_bytes > MM_REGION_MAX_BYTES)
+        return -EINVAL;
+    if (m->min_bytes > m->max_bytes || m->weight < 1 || m->weight > 10000)
+        return -EINVAL;
+    if (m->kind > MM_KIND_GUEST || m->numa_node < -1 || m->numa_node > 1023 || m->flags != 0)
+        return -EINVAL;
+    return MM_MSG_HELLO;
+}
+
+static int check_counted(uint32_t count, uint32_t length, int allow_zero)
+{
+    if (count > MM_INSTALL_MAX || (count == 0 && !allow_zero))
+        return -EINVAL;
+    return length == mm__msg_install_length(count) ? 0 : -EPROTO;
+}
+
+/* Length a message of this type must have, 0 for counted types, -1 unknown. */
+static long fixed_length(uint16_t type)
+{
+    switch (type) {
+    case MM_MSG_HELLO:
+        return sizeof(mm_msg_hello_t);
+    case MM_MSG_HELLO_REPLY:
+        return sizeof(mm_msg_hello_reply_t);
+    case MM_MSG_BYE:
+        return sizeof(mm_msg_bye_t);
+    case MM_MSG_ERROR:
+        return sizeof(mm_msg_error_t);
+    case MM_MSG_INSTALL:
+    case MM_MSG_INSTALL_REPLY:
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+int mm__msg_check(const void *buf, size_t len)
+{
+    const mm_msg_hdr_t *hdr = buf;
+    if (len < sizeof *hdr || hdr->magic != MM_MSG_MAGIC || hdr->length != len)
+        return -EBADMSG;
+    if (hdr->version != MM_PROTO_VERSION)
+        return -EPROTONOSUPPORT;
+    long want = fixed_length(hdr->type);
+    if (want < 0)
+        return -EPROTO;
+    if (want > 0 && (size_t)want != len)
+        return -EPROTO;
+    if (want == 0 && len < offsetof(mm_msg_install_t, chunks))
+        return -EPROTO;
+    int err = 0;
+    switch (hdr->type) {
+    case MM_MSG_HELLO:
+        return check_hello(buf);
+    case MM_MSG_INSTALL:
+        err = check_counted(((const mm_msg_install_t *)buf)->count, hdr->length, 0);
+        break;
+    case MM_MSG_INSTALL_REPLY:
+        err = check_counted(((const mm_msg_install_reply_t *)buf)->count, hdr->length, 1);
+        break;
+    case MM_MSG_ERROR: {
+        const mm_msg_error_t *e = buf;
+        if (e->status >= 0 || check_text(e->text, sizeof e->text, 1) < 0)
+            err = -EINVAL;
+        break;
+    }
+    case MM_MSG_HELLO_REPLY:
+        if (((const mm_msg_hello_reply_t *)buf)->status > 0)
+            err = -EINVAL;
+        break;
+    default:
+        break;
+    }
+    return err < 0 ? err : hdr->type;
+}
+
+const char *mm__msg_type_name(uint16_t type)
+{
+    static const char *const names[] = {
+        [MM_MSG_HELLO] = "hello",   [MM_MSG_HELLO_REPLY] = "hello-reply",
+        [MM_MSG_INSTALL] = "install", [MM_MSG_INSTALL_REPLY] = "install-reply",
+        [MM_MSG_BYE] = "bye",       [MM_MSG_ERROR] = "error",
+    };
+    if (type < sizeof names / sizeof names[0] && names[type])
+        return names[type];
+    return "unknown";
+}

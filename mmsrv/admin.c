@@ -1,0 +1,249 @@
+/*
+ * The admin socket: the management plane's end in the daemon. A connection
+ * carries one request line ("status", "clients", "capacity SIZE") and gets
+ * one JSON object back, after which the daemon closes it. Only root, the
+ * daemon's own user and members of --admin-group are served; the check uses
+ * the kernel's SO_PEERCRED, never anything the peer says.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <mm/mm.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "platform.h"
+
+#define REQUEST_MAX 1024
+
+typedef struct admin_conn {
+    mm_watch_t w; /* first: the watch is the connection */
+    int fd;
+    char in[REQUEST_MAX];
+    size_t in_len;
+    char *out;
+    size_t out_len, out_off;
+} admin_conn_t;
+
+static const char *kind_name(uint32_t kind) { return kind == MM_KIND_GUEST ? "guest" : "runtime"; }
+
+static json_t *client_json(const mm_host_client_t *c)
+{
+    uint64_t owned, free_bytes;
+    mm__client_usage(c, &owned, &free_bytes);
+    return json_pack("{s:I, s:s, s:i, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
+                     " s:I, s:I, s:I, s:b}",
+                     "id", (json_int_t)c->id, "name", c->name, "pid", (int)c->pid, "kind",
+                     kind_name(c->kind), "driver", "mm", "min_bytes", (json_int_t)c->min_bytes,
+                     "max_bytes", (json_int_t)c->max_bytes, "weight", (json_int_t)c->weight,
+                     "region_bytes", (json_int_t)c->region_bytes, "target_bytes",
+                     (json_int_t)c->target_bytes, "granted_bytes",
+                     (json_int_t)((uint64_t)c->granted_chunks * MM_CHUNK_SIZE), "owned_bytes",
+                     (json_int_t)owned, "resident_bytes", (json_int_t)c->resident_bytes,
+                     "free_bytes", (json_int_t)free_bytes, "missed_deadlines",
+                     (json_int_t)c->missed_deadlines, "reclaimed_bytes",
+                     (json_int_t)c->reclaimed_bytes_total, "touched_reclaimed",
+                     (json_int_t)c->touched_reclaimed, "revoked_bytes",
+                     (json_int_t)c->revoked_bytes_total, "connected", c->sock >= 0);
+}
+
+static json_t *clients_json(mm_server_t *s)
+{
+    json_t *list = json_array();
+    struct cds_lfht_iter iter;
+    mm_host_client_t *c;
+    for_each_client(s, iter, c)
+    {
+        mm__refresh_resident(c);
+        json_array_append_new(list, client_json(c));
+    }
+    return list;
+}
+
+static json_t *status_json(mm_server_t *s)
+{
+    json_t *clients = clients_json(s); /* refreshes residency first */
+    return json_pack("{s:I, s:I, s:I, s:I, s:o}", "capacity_bytes", (json_int_t)s->capacity_bytes,
+                     "granted_bytes", (json_int_t)mm__total_granted(s), "resident_bytes",
+                     (json_int_t)mm__total_resident(s), "client_count", (json_int_t)s->nclients,
+                     "clients", clients);
+}
+
+static json_t *error_json(const char *fmt, const char *arg)
+{
+    char text[256];
+    snprintf(text, sizeof text, fmt, arg);
+    return json_pack("{s:s}", "error", text);
+}
+
+static json_t *do_capacity(mm_server_t *s, const char *arg)
+{
+    uint64_t bytes;
+    if (!arg || mm_parse_size(arg, &bytes) < 0)
+        return error_json("capacity needs a size like 512M, not '%s'", arg ? arg : "");
+    if (bytes < MM_CHUNK_SIZE)
+        return error_json("capacity %s is below one 2 MiB chunk", arg);
+    uint64_t t0 = mm__now_ns();
+    s->capacity_bytes = bytes;
+    mm__policy_update(s, NULL, 0);
+    uint64_t taken = mm__reclaim_to_capacity(s);
+    uint64_t ns = mm__now_ns() - t0;
+    log_info("capacity set to %llu MiB: reclaimed %llu MiB in %.1f ms",
+             (unsigned long long)(bytes >> 20), (unsigned long long)(taken >> 20), ns / 1e6);
+    return json_pack("{s:I, s:I, s:I, s:I, s:f}", "capacity_bytes", (json_int_t)bytes,
+                     "reclaimed_bytes", (json_int_t)taken, "granted_bytes",
+                     (json_int_t)mm__total_granted(s), "resident_bytes",
+                     (json_int_t)mm__total_resident(s), "reclaim_ms", ns / 1e6);
+}
+
+static json_t *execute(mm_server_t *s, char *line)
+{
+    char *save = NULL;
+    char *cmd = strtok_r(line, " \t", &save);
+    char *arg = strtok_r(NULL, " \t", &save);
+    if (!cmd)
+        return error_json("empty request%s", "");
+    if (strcmp(cmd, "status") == 0)
+        return status_json(s);
+    if (strcmp(cmd, "clients") == 0)
+        return json_pack("{s:o}", "clients", clients_json(s));
+    if (strcmp(cmd, "capacity") == 0)
+        return do_capacity(s, arg);
+    return error_json("unknown request '%s'", cmd);
+}
+
+/* Is gid among pid's groups? Read from /proc: the kernel's own record. */
+static bool in_group(pid_t pid, gid_t primary, gid_t gid)
+{
+    if (primary == gid)
+        return true;
+    char path[64], line[4096];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "re");
+    bool found = false;
+    if (!f)
+        return false;
+    while (!found && fgets(line, sizeof line, f)) {
+        if (strncmp(line, "Groups:", 7) != 0)
+            continue;
+        char *save = NULL;
+        for (char *t = strtok_r(line + 7, " \t\n", &save); t; t = strtok_r(NULL, " \t\n", &save))
+            if ((gid_t)strtoul(t, NULL, 10) == gid)
+                found = true;
+    }
+    fclose(f);
+    return found;
+}
+
+static bool privileged(mm_server_t *s, int fd)
+{
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+        return false;
+    if (cred.uid == 0 || cred.uid == geteuid())
+        return true;
+    return s->cfg.has_admin_group && in_group(cred.pid, cred.gid, s->cfg.admin_gid);
+}
+
+static void conn_close(mm_server_t *s, admin_conn_t *a)
+{
+    epoll_ctl(s->epfd, EPOLL_CTL_DEL, a->fd, NULL);
+    close(a->fd);
+    free(a->out);
+    free(a);
+}
+
+/* Queue reply (taking it) and switch the connection to writing. */
+static void conn_reply(mm_server_t *s, admin_conn_t *a, json_t *reply)
+{
+    char *text = json_dumps(reply, JSON_COMPACT);
+    json_decref(reply);
+    if (!text) {
+        conn_close(s, a);
+        return;
+    }
+    a->out_len = strlen(text) + 1;
+    a->out = realloc(text, a->out_len + 1);
+    if (!a->out) {
+        free(text);
+        conn_close(s, a);
+        return;
+    }
+    a->out[a->out_len - 1] = '\n';
+    struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = &a->w};
+    epoll_ctl(s->epfd, EPOLL_CTL_MOD, a->fd, &ev);
+}
+
+int mm__admin_accept(mm_server_t *s)
+{
+    for (;;) {
+        int fd = accept4(s->admin_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return errno == EAGAIN ? 0 : -errno;
+        admin_conn_t *a = calloc(1, sizeof *a);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = a};
+        if (!a || epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            free(a);
+            close(fd);
+            continue;
+        }
+        a->w = (mm_watch_t){MM_WATCH_ADMIN_CONN, a};
+        a->fd = fd;
+        if (!privileged(s, fd)) {
+            log_warn("admin: refused an unprivileged peer");
+            conn_reply(s, a, error_json("permission denied: the admin socket is for root%s",
+                                        s->cfg.has_admin_group ? " and the admin group" : ""));
+        }
+    }
+}
+
+static void on_readable(mm_server_t *s, admin_conn_t *a)
+{
+    ssize_t n = read(a->fd, a->in + a->in_len, sizeof a->in - 1 - a->in_len);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        conn_close(s, a);
+        return;
+    }
+    a->in_len += (size_t)n;
+    a->in[a->in_len] = '\0';
+    char *nl = strchr(a->in, '\n');
+    if (!nl) {
+        if (a->in_len == sizeof a->in - 1)
+            conn_reply(s, a, error_json("request longer than %s bytes", "1023"));
+        return;
+    }
+    *nl = '\0';
+    conn_reply(s, a, execute(s, a->in));
+}
+
+static void on_writable(mm_server_t *s, admin_conn_t *a)
+{
+    while (a->out_off < a->out_len) {
+        ssize_t n = write(a->fd, a->out + a->out_off, a->out_len - a->out_off);
+        if (n < 0) {
+            if (errno == EAGAIN)
+                return;
+            break;
+        }
+        a->out_off += (size_t)n;
+    }
+    conn_close(s, a);
+}
+
+void mm__admin_on_event(mm_server_t *s, mm_watch_t *w, uint32_t events)
+{
+    admin_conn_t *a = w->owner;
+    if (a->out)
+        on_writable(s, a);
+    else if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+        on_readable(s, a);
+}

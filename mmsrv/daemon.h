@@ -1,0 +1,173 @@
+/*
+ * mmsrv's shared types: the server (event loop, sockets, capacity) and the
+ * host-side record of each client. The host's bookkeeping — which chunks it
+ * took back, what it granted, targets, revocation sequence numbers — lives
+ * here and never in shared memory, which the client may scribble over.
+ *
+ * Threads: the event-loop thread owns every field below. Reclaim workers
+ * touch one client each while the loop thread waits for them (reclaim.c).
+ * The registry is a liburcu lock-free hash table, read under rcu_read_lock.
+ */
+#ifndef MM_DAEMON_H
+#define MM_DAEMON_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <urcu.h>
+#include <urcu/rculfhash.h>
+
+#include <mm/protocol.h>
+
+#include "frames.h"
+
+/* What an epoll event belongs to. */
+enum mm_watch_kind {
+    MM_WATCH_LISTEN,
+    MM_WATCH_ADMIN_LISTEN,
+    MM_WATCH_ADMIN_CONN,
+    MM_WATCH_CLIENT_SOCK,
+    MM_WATCH_CLIENT_PID,
+    MM_WATCH_CLIENT_BELL,
+    MM_WATCH_TIMER,
+    MM_WATCH_SIGNAL,
+};
+
+typedef struct mm_watch {
+    enum mm_watch_kind kind;
+    void *owner;
+} mm_watch_t;
+
+/* GONE: removed from the registry, memory freed after an RCU grace period;
+ * events already fetched for it are ignored. */
+enum mm_client_state { MM_CLIENT_CONNECTING, MM_CLIENT_REGISTERED, MM_CLIENT_GONE };
+
+typedef struct mm_host_client {
+    struct cds_lfht_node node; /* in server.registry, keyed by id */
+    struct rcu_head rcu;
+    uint32_t id;
+    enum mm_client_state state;
+    char name[MM_NAME_MAX];
+    uint32_t kind;
+    pid_t pid;
+    uid_t uid;
+    gid_t gid;
+    int sock;   /* -1 once the socket closed (the client may still live) */
+    int pidfd;  /* death is decided here, not by the socket */
+    int region_fd;
+    int shared_fd;
+    int bell_to_client;
+    int bell_to_host;
+    mm_watch_t w_sock, w_pid, w_bell;
+
+    uint64_t region_bytes;
+    uint32_t chunk_count;
+    void *shared; /* host's mapping of the shared state */
+    uint64_t shared_bytes;
+    mm_control_t *ctl;
+    mm_frames_t frames;
+
+    /* Host bookkeeping. granted_chunks == chunk_count - popcount(reclaimed). */
+    uint64_t *reclaimed; /* one bit per chunk: 1 = taken back by the host */
+    uint32_t granted_chunks;
+    uint64_t min_bytes, max_bytes;
+    uint32_t weight;
+    uint64_t target_bytes;
+    uint64_t resident_bytes; /* st_blocks, refreshed every tick */
+
+    /* Revocation in flight (one at a time). */
+    uint64_t revoke_seq;
+    uint64_t revoke_deadline_ns;
+    bool revoke_pending;
+
+    /* Counters shown by mmctl. */
+    uint64_t reclaimed_bytes_total; /* taken back by the host, ever */
+    uint64_t touched_reclaimed;     /* reclaimed chunks found touched */
+    uint64_t missed_deadlines;
+    uint64_t revoked_bytes_total; /* given back in answer to revocations */
+} mm_host_client_t;
+
+typedef struct mm_server_config {
+    const char *state_dir;
+    const char *socket_path;
+    const char *admin_socket_path;
+    uint64_t capacity_bytes;
+    bool has_admin_group;
+    gid_t admin_gid;
+} mm_server_config_t;
+
+typedef struct mm_server {
+    mm_server_config_t cfg;
+    int epfd;
+    int listen_fd;
+    int admin_fd;
+    int timer_fd;
+    int signal_fd;
+    int lock_fd;
+    mm_watch_t w_listen, w_admin, w_timer, w_signal;
+    struct cds_lfht *registry;
+    uint32_t next_id;
+    uint32_t nclients; /* registered */
+    uint64_t capacity_bytes;
+    uint64_t ticks;
+    bool stopping;
+    struct mm_reclaim_pool *pool;
+} mm_server_t;
+
+/* Chunk bits of the host's reclaimed set. */
+static inline bool host_reclaimed(const mm_host_client_t *c, uint32_t chunk)
+{
+    return (c->reclaimed[chunk / 64] >> (chunk % 64)) & 1;
+}
+static inline void host_set_reclaimed(mm_host_client_t *c, uint32_t chunk, bool on)
+{
+    if (on)
+        c->reclaimed[chunk / 64] |= 1ull << (chunk % 64);
+    else
+        c->reclaimed[chunk / 64] &= ~(1ull << (chunk % 64));
+}
+
+/* server.c */
+int mm__server_init(mm_server_t *s, const mm_server_config_t *cfg);
+int mm__server_run(mm_server_t *s, int ready_fd);
+void mm__server_fini(mm_server_t *s);
+int mm__server_set_capacity(mm_server_t *s, uint64_t bytes);
+
+/* registry.c: the client table and each client's life. */
+int mm__registry_init(mm_server_t *s);
+void mm__registry_fini(mm_server_t *s);
+int mm__client_accept(mm_server_t *s, int sock);
+void mm__client_on_message(mm_server_t *s, mm_host_client_t *c);
+void mm__client_remove(mm_server_t *s, mm_host_client_t *c, const char *why);
+void mm__client_on_bell(mm_server_t *s, mm_host_client_t *c);
+mm_host_client_t *mm__client_find(mm_server_t *s, const char *id_or_name);
+
+/* Iterate registered clients (loop thread, or inside rcu_read_lock). */
+#define for_each_client(s, iter, c)                                                                \
+    cds_lfht_for_each_entry((s)->registry, &(iter), (c), node)
+
+/* reclaim.c: taking memory back, and installing it. */
+int mm__reclaim_pool_start(mm_server_t *s);
+void mm__reclaim_pool_stop(mm_server_t *s);
+/* Recompute targets and publish them; extra_* adds an install request. */
+void mm__policy_update(mm_server_t *s, mm_host_client_t *extra_client, uint64_t extra_bytes);
+/* Walk the reclaim ladder until granted and resident bytes fit capacity.
+ * Returns bytes taken back. */
+uint64_t mm__reclaim_to_capacity(mm_server_t *s);
+/* Grant up to n of the requested chunks to c. Returns chunks granted (into
+ * out), or a negative errno if none could be. */
+int mm__install(mm_server_t *s, mm_host_client_t *c, uint32_t slot, const uint32_t *chunks,
+                uint32_t n, uint32_t *out);
+void mm__reclaim_tick(mm_server_t *s);
+uint64_t mm__total_granted(mm_server_t *s);
+uint64_t mm__total_resident(mm_server_t *s);
+void mm__refresh_resident(mm_host_client_t *c);
+/* Frames the client holds, from its (untrusted, validated) chunk words. */
+void mm__client_usage(const mm_host_client_t *c, uint64_t *owned_bytes, uint64_t *free_bytes);
+
+/* admin.c */
+int mm__admin_accept(mm_server_t *s);
+void mm__admin_on_event(mm_server_t *s, mm_watch_t *w, uint32_t events);
+
+#endif /* MM_DAEMON_H */

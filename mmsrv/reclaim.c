@@ -1,0 +1,465 @@
+/*
+ * Reclaim and install: the mechanism that enforces the policy's targets.
+ *
+ * The ladder, cheapest first (DESIGN.md section 5): step 1 takes wholly free
+ * chunks by CAS, with no message to the client, merging adjacent chunks into
+ * one punch and working on different regions in parallel on a small worker
+ * pool; step 3 posts a revocation (bytes, reason, deadline) to clients still
+ * over their target. Install hands reclaimed chunks back within the target.
+ *
+ * Threads: everything here runs on the event-loop thread, except reclaim
+ * jobs, which workers run on one client each while the loop thread waits.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "platform.h"
+#include "policy.h"
+
+#define MAX_WORKERS 8
+#define TOUCH_SCAN_TICKS 5 /* look for touched reclaimed chunks every 500 ms */
+
+/* Revocation deadline: 250 ms plus 2 ms per MiB asked (2.3 s for 1 GiB). */
+#define REVOKE_BASE_NS 250000000ull
+#define REVOKE_NS_PER_MIB 2000000ull
+
+typedef struct reclaim_job {
+    mm_host_client_t *client;
+    uint32_t want_chunks;
+    bool steal_reserved;
+    uint32_t taken_chunks; /* result */
+} reclaim_job_t;
+
+struct mm_reclaim_pool {
+    pthread_t threads[MAX_WORKERS];
+    unsigned nthreads;
+    pthread_mutex_t lock; /* protects every field below */
+    pthread_cond_t work;
+    pthread_cond_t done;
+    reclaim_job_t *jobs;
+    size_t njobs, next, finished;
+    bool stop;
+};
+
+static uint32_t chunks_of(uint64_t bytes) { return (uint32_t)(bytes / MM_CHUNK_SIZE); }
+static uint32_t chunks_up(uint64_t bytes) { return (uint32_t)((bytes + MM_CHUNK_SIZE - 1) / MM_CHUNK_SIZE); }
+static uint64_t granted_of(const mm_host_client_t *c) { return (uint64_t)c->granted_chunks * MM_CHUNK_SIZE; }
+
+/* Punch chunks [first, first + n) of c's region in one call. */
+static void punch_run(mm_host_client_t *c, uint32_t first, uint32_t n)
+{
+    int err = mm__punch(c->region_fd, (uint64_t)first * MM_CHUNK_SIZE, (uint64_t)n * MM_CHUNK_SIZE);
+    if (err < 0)
+        log_warn("client %u: punching chunks %u..%u: %s", c->id, first, first + n - 1,
+                 strerror(-err));
+}
+
+/* Step 1 for one client: take up to want wholly free chunks, highest first
+ * (allocations grow from the bottom), punching each adjacent run once. */
+static uint32_t reclaim_client(mm_host_client_t *c, uint32_t want, bool steal)
+{
+    uint32_t taken = 0, run_first = 0, run_len = 0;
+    for (uint32_t i = c->chunk_count; i-- > 0 && taken < want;) {
+        if (host_reclaimed(c, i) || !mm__frames_try_reclaim(&c->frames, i, steal))
+            continue;
+        host_set_reclaimed(c, i, true);
+        taken++;
+        if (run_len && run_first == i + 1) {
+            run_first = i;
+            run_len++;
+            continue;
+        }
+        if (run_len)
+            punch_run(c, run_first, run_len);
+        run_first = i;
+        run_len = 1;
+    }
+    if (run_len)
+        punch_run(c, run_first, run_len);
+    c->granted_chunks -= taken;
+    c->reclaimed_bytes_total += (uint64_t)taken * MM_CHUNK_SIZE;
+    return taken;
+}
+
+static void run_job(reclaim_job_t *j)
+{
+    j->taken_chunks = reclaim_client(j->client, j->want_chunks, j->steal_reserved);
+}
+
+static void *worker_main(void *arg)
+{
+    struct mm_reclaim_pool *p = arg;
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        while (!p->stop && p->next >= p->njobs)
+            pthread_cond_wait(&p->work, &p->lock);
+        if (p->stop)
+            break;
+        reclaim_job_t *j = &p->jobs[p->next++];
+        pthread_mutex_unlock(&p->lock);
+        run_job(j);
+        pthread_mutex_lock(&p->lock);
+        if (++p->finished == p->njobs)
+            pthread_cond_signal(&p->done);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+/* Run jobs, in parallel when there is more than one. */
+static void run_jobs(mm_server_t *s, reclaim_job_t *jobs, size_t n)
+{
+    struct mm_reclaim_pool *p = s->pool;
+    if (n == 1 || !p || p->nthreads == 0) {
+        for (size_t i = 0; i < n; i++)
+            run_job(&jobs[i]);
+        return;
+    }
+    pthread_mutex_lock(&p->lock);
+    p->jobs = jobs;
+    p->njobs = n;
+    p->next = p->finished = 0;
+    pthread_cond_broadcast(&p->work);
+    while (p->finished < p->njobs)
+        pthread_cond_wait(&p->done, &p->lock);
+    p->jobs = NULL;
+    p->njobs = p->next = p->finished = 0;
+    pthread_mutex_unlock(&p->lock);
+}
+
+int mm__reclaim_pool_start(mm_server_t *s)
+{
+    struct mm_reclaim_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->work, NULL);
+    pthread_cond_init(&p->done, NULL);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned want = cpus < 1 ? 1 : cpus > MAX_WORKERS ? MAX_WORKERS : (unsigned)cpus;
+    for (unsigned i = 0; i < want; i++) {
+        if (pthread_create(&p->threads[i], NULL, worker_main, p) != 0)
+            break;
+        p->nthreads++;
+    }
+    s->pool = p;
+    return 0;
+}
+
+void mm__reclaim_pool_stop(mm_server_t *s)
+{
+    struct mm_reclaim_pool *p = s->pool;
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->lock);
+    p->stop = true;
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->lock);
+    for (unsigned i = 0; i < p->nthreads; i++)
+        pthread_join(p->threads[i], NULL);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->work);
+    pthread_cond_destroy(&p->done);
+    free(p);
+    s->pool = NULL;
+}
+
+/* The registered clients, in registry order; *n gets the count. The caller
+ * frees the array. Loop thread only. */
+static mm_host_client_t **client_list(mm_server_t *s, size_t *n)
+{
+    mm_host_client_t **list = calloc(s->nclients ? s->nclients : 1, sizeof *list);
+    struct cds_lfht_iter iter;
+    mm_host_client_t *c;
+    *n = 0;
+    if (!list)
+        return NULL;
+    for_each_client(s, iter, c)
+        if (c->state == MM_CLIENT_REGISTERED && *n < s->nclients)
+            list[(*n)++] = c;
+    return list;
+}
+
+uint64_t mm__total_granted(mm_server_t *s)
+{
+    struct cds_lfht_iter iter;
+    mm_host_client_t *c;
+    uint64_t sum = 0;
+    for_each_client(s, iter, c)
+        sum += granted_of(c);
+    return sum;
+}
+
+uint64_t mm__total_resident(mm_server_t *s)
+{
+    struct cds_lfht_iter iter;
+    mm_host_client_t *c;
+    uint64_t sum = 0;
+    for_each_client(s, iter, c)
+        sum += c->resident_bytes;
+    return sum;
+}
+
+void mm__refresh_resident(mm_host_client_t *c)
+{
+    int64_t r = mm__resident_bytes(c->region_fd);
+    if (r >= 0)
+        c->resident_bytes = (uint64_t)r;
+}
+
+void mm__client_usage(const mm_host_client_t *c, uint64_t *owned_bytes, uint64_t *free_bytes)
+{
+    uint64_t free_frames = 0;
+    for (uint32_t i = 0; i < c->chunk_count; i++)
+        if (!host_reclaimed(c, i))
+            free_frames += mm__frames_chunk_free(&c->frames, i);
+    *free_bytes = free_frames * MM_FRAME_SIZE;
+    *owned_bytes = granted_of(c) - *free_bytes;
+}
+
+static void publish_target(mm_host_client_t *c, uint64_t target)
+{
+    uint32_t pressure = granted_of(c) > target    ? MM_PRESSURE_HIGH
+                        : granted_of(c) == target ? MM_PRESSURE_LOW
+                                                  : MM_PRESSURE_NONE;
+    bool changed = c->target_bytes != target ||
+                   atomic_load_explicit(&c->ctl->pressure, memory_order_relaxed) != pressure;
+    c->target_bytes = target;
+    if (!changed)
+        return;
+    atomic_store_explicit(&c->ctl->target_bytes, target, memory_order_relaxed);
+    atomic_store_explicit(&c->ctl->pressure, pressure, memory_order_release);
+    (void)mm__doorbell_ring(c->bell_to_client); /* a full doorbell is still rung */
+}
+
+void mm__policy_update(mm_server_t *s, mm_host_client_t *extra_client, uint64_t extra_bytes)
+{
+    size_t n;
+    mm_host_client_t **list = client_list(s, &n);
+    mm_policy_input_t *in = calloc(n ? n : 1, sizeof *in);
+    uint64_t *target = calloc(n ? n : 1, sizeof *target);
+    if (!list || !in || !target) {
+        log_error("policy: out of memory; targets unchanged");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        mm_host_client_t *c = list[i];
+        in[i] = (mm_policy_input_t){.demand_bytes = granted_of(c),
+                                    .min_bytes = c->min_bytes,
+                                    .max_bytes = c->max_bytes,
+                                    .weight = c->weight};
+        if (c == extra_client)
+            in[i].demand_bytes += extra_bytes;
+    }
+    mm__policy_targets(s->capacity_bytes, in, n, target);
+    for (size_t i = 0; i < n; i++)
+        publish_target(list[i], target[i]);
+out:
+    free(list);
+    free(in);
+    free(target);
+}
+
+/* Chunks by which granted or resident bytes exceed capacity. */
+static uint32_t excess_chunks(mm_server_t *s)
+{
+    uint64_t granted = mm__total_granted(s), resident = mm__total_resident(s);
+    uint64_t over = granted > resident ? granted : resident;
+    return over > s->capacity_bytes ? chunks_up(over - s->capacity_bytes) : 0;
+}
+
+/* Step 1, pass A: every client above its target gives its free chunks down
+ * to the target, all regions in parallel. Skips `except`. */
+static uint32_t reclaim_over_target(mm_server_t *s, mm_host_client_t *except)
+{
+    size_t n, njobs = 0;
+    mm_host_client_t **list = client_list(s, &n);
+    reclaim_job_t *jobs = calloc(n ? n : 1, sizeof *jobs);
+    uint32_t taken = 0;
+    if (!list || !jobs)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        mm_host_client_t *c = list[i];
+        if (c == except || granted_of(c) <= c->target_bytes)
+            continue;
+        jobs[njobs++] = (reclaim_job_t){c, chunks_up(granted_of(c) - c->target_bytes), false, 0};
+    }
+    run_jobs(s, jobs, njobs);
+    for (size_t i = 0; i < njobs; i++)
+        taken += jobs[i].taken_chunks;
+out:
+    free(list);
+    free(jobs);
+    return taken;
+}
+
+/* Step 1, pass B: still short, so take free chunks from anyone, stealing
+ * idle reservations, most-over-target first. */
+static uint32_t reclaim_any(mm_server_t *s, mm_host_client_t *except, uint32_t need)
+{
+    size_t n;
+    mm_host_client_t **list = client_list(s, &n);
+    uint32_t taken = 0;
+    if (!list)
+        return 0;
+    /* Each client is visited once: reclaim_client takes all it can. */
+    while (taken < need && n > 0) {
+        size_t best = 0;
+        for (size_t i = 1; i < n; i++) {
+            int64_t over_i = (int64_t)granted_of(list[i]) - (int64_t)list[i]->target_bytes;
+            int64_t over_b = (int64_t)granted_of(list[best]) - (int64_t)list[best]->target_bytes;
+            if (over_i > over_b)
+                best = i;
+        }
+        if (list[best] != except)
+            taken += reclaim_client(list[best], need - taken, true);
+        list[best] = list[--n];
+    }
+    free(list);
+    return taken;
+}
+
+/* Step 3: ask clients still above target to give back the difference. One
+ * request per client at a time; a missed deadline is counted at the tick. */
+static void post_revocations(mm_server_t *s, mm_host_client_t *except, uint32_t reason)
+{
+    struct cds_lfht_iter iter;
+    mm_host_client_t *c;
+    uint64_t now = mm__now_ns();
+    for_each_client(s, iter, c)
+    {
+        if (c == except || c->revoke_pending || granted_of(c) <= c->target_bytes)
+            continue;
+        uint64_t bytes = granted_of(c) - c->target_bytes;
+        mm_control_t *ctl = c->ctl;
+        c->revoke_seq++;
+        c->revoke_deadline_ns = now + REVOKE_BASE_NS + (bytes >> 20) * REVOKE_NS_PER_MIB;
+        c->revoke_pending = true;
+        atomic_store_explicit(&ctl->revoke_bytes, bytes, memory_order_relaxed);
+        atomic_store_explicit(&ctl->revoke_deadline_ns, c->revoke_deadline_ns,
+                              memory_order_relaxed);
+        atomic_store_explicit(&ctl->revoke_reason, reason, memory_order_relaxed);
+        atomic_store_explicit(&ctl->revoke_seq, c->revoke_seq, memory_order_release);
+        (void)mm__doorbell_ring(c->bell_to_client);
+        log_debug("client %u: revocation %llu of %llu bytes", c->id,
+                  (unsigned long long)c->revoke_seq, (unsigned long long)bytes);
+    }
+}
+
+uint64_t mm__reclaim_to_capacity(mm_server_t *s)
+{
+    struct cds_lfht_iter iter;
+    mm_host_client_t *c;
+    for_each_client(s, iter, c)
+        mm__refresh_resident(c);
+    uint32_t need = excess_chunks(s);
+    if (need == 0)
+        return 0;
+    uint32_t taken = reclaim_over_target(s, NULL);
+    if (taken < need)
+        taken += reclaim_any(s, NULL, need - taken);
+    for_each_client(s, iter, c)
+        mm__refresh_resident(c);
+    mm__policy_update(s, NULL, 0);
+    if (excess_chunks(s) > 0)
+        post_revocations(s, NULL, MM_REVOKE_CAPACITY);
+    if (taken)
+        log_debug("reclaimed %u chunks (%llu MiB)", taken, (unsigned long long)taken * 2);
+    return (uint64_t)taken * MM_CHUNK_SIZE;
+}
+
+int mm__install(mm_server_t *s, mm_host_client_t *c, uint32_t slot, const uint32_t *chunks,
+                uint32_t n, uint32_t *out)
+{
+    uint32_t limit = chunks_of(c->max_bytes);
+    if (c->granted_chunks >= limit)
+        return -EDQUOT;
+    uint32_t asked = 0;
+    for (uint32_t i = 0; i < n; i++)
+        asked += host_reclaimed(c, chunks[i]);
+    mm__policy_update(s, c, (uint64_t)asked * MM_CHUNK_SIZE);
+    uint32_t target = chunks_of(c->target_bytes);
+    uint32_t allow = target > c->granted_chunks ? target - c->granted_chunks : 0;
+    if (allow > asked)
+        allow = asked;
+    if (allow > limit - c->granted_chunks)
+        allow = limit - c->granted_chunks;
+    uint32_t cap = chunks_of(s->capacity_bytes), granted = chunks_of(mm__total_granted(s));
+    uint32_t room = cap > granted ? cap - granted : 0;
+    if (room < allow) {
+        room += reclaim_over_target(s, c);
+        if (room < allow)
+            room += reclaim_any(s, c, allow - room);
+    }
+    uint32_t grant = allow < room ? allow : room, k = 0;
+    for (uint32_t i = 0; i < n && k < grant; i++) {
+        if (!host_reclaimed(c, chunks[i]))
+            continue; /* already granted, or asked twice */
+        mm__frames_install(&c->frames, chunks[i], slot);
+        host_set_reclaimed(c, chunks[i], false);
+        c->granted_chunks++;
+        out[k++] = chunks[i];
+    }
+    mm__policy_update(s, NULL, 0);
+    if (k < asked)
+        post_revocations(s, c, MM_REVOKE_CLIENT);
+    return k > 0 ? (int)k : -ENOMEM;
+}
+
+/* Reclaimed chunks the client touched anyway: re-punch them, count them, and
+ * put back any chunk word it rewrote. One SEEK_DATA per reclaimed run. */
+static void find_touched(mm_host_client_t *c)
+{
+    for (uint32_t i = 0; i < c->chunk_count;) {
+        if (!host_reclaimed(c, i)) {
+            i++;
+            continue;
+        }
+        uint32_t j = i;
+        while (j < c->chunk_count && host_reclaimed(c, j)) {
+            if (mm__frames_repair_reclaimed(&c->frames, j))
+                log_warn("client %u: chunk %u word rewritten while reclaimed", c->id, j);
+            j++;
+        }
+        uint64_t off = (uint64_t)i * MM_CHUNK_SIZE, len = (uint64_t)(j - i) * MM_CHUNK_SIZE;
+        if (mm__range_has_data(c->region_fd, off, len) > 0) {
+            for (uint32_t k = i; k < j; k++) {
+                if (mm__range_has_data(c->region_fd, (uint64_t)k * MM_CHUNK_SIZE,
+                                       MM_CHUNK_SIZE) <= 0)
+                    continue;
+                c->touched_reclaimed++;
+                log_warn("client %u (%s): touched reclaimed chunk %u; punched again", c->id,
+                         c->name, k);
+                punch_run(c, k, 1);
+            }
+        }
+        i = j;
+    }
+}
+
+void mm__reclaim_tick(mm_server_t *s)
+{
+    struct cds_lfht_iter iter;
+    mm_host_client_t *c;
+    uint64_t now = mm__now_ns();
+    bool scan = ++s->ticks % TOUCH_SCAN_TICKS == 0;
+    for_each_client(s, iter, c)
+    {
+        if (c->revoke_pending && now > c->revoke_deadline_ns) {
+            c->revoke_pending = false;
+            c->missed_deadlines++;
+            log_info("client %u (%s): missed the deadline of revocation %llu", c->id, c->name,
+                     (unsigned long long)c->revoke_seq);
+        }
+        if (scan)
+            find_touched(c);
+        mm__refresh_resident(c);
+    }
+    if (excess_chunks(s) > 0)
+        mm__reclaim_to_capacity(s);
+}

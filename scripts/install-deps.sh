@@ -1,0 +1,9 @@
+#!/bin/sh
+# Installs what mm needs to build, test and benchmark on Debian 12.
+set -eu
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+  build-essential cmake pkg-config git \
+  libjemalloc-dev libgc-dev liburcu-dev libnuma-dev libcriterion-dev libjansson-dev \
+  gnuplot-nox >/dev/null
