@@ -31,26 +31,27 @@ typedef struct admin_conn {
     size_t out_len, out_off;
 } admin_conn_t;
 
-static const char *kind_name(uint32_t kind) { return kind == MM_KIND_GUEST ? "guest" : "runtime"; }
+static const char *kind_name(uint32_t kind)
+{
+    return kind == MM_KIND_GUEST ? "guest" : "runtime";
+}
 
 static json_t *client_json(const mm_host_client_t *c)
 {
     uint64_t owned, free_bytes;
     mm__client_usage(c, &owned, &free_bytes);
-    return json_pack("{s:I, s:s, s:i, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-                     " s:I, s:I, s:I, s:b}",
-                     "id", (json_int_t)c->id, "name", c->name, "pid", (int)c->pid, "kind",
-                     kind_name(c->kind), "driver", "mm", "min_bytes", (json_int_t)c->min_bytes,
-                     "max_bytes", (json_int_t)c->max_bytes, "weight", (json_int_t)c->weight,
-                     "region_bytes", (json_int_t)c->region_bytes, "target_bytes",
-                     (json_int_t)c->target_bytes, "granted_bytes",
-                     (json_int_t)((uint64_t)c->granted_chunks * MM_CHUNK_SIZE), "owned_bytes",
-                     (json_int_t)owned, "resident_bytes", (json_int_t)c->resident_bytes,
-                     "free_bytes", (json_int_t)free_bytes, "missed_deadlines",
-                     (json_int_t)c->missed_deadlines, "reclaimed_bytes",
-                     (json_int_t)c->reclaimed_bytes_total, "touched_reclaimed",
-                     (json_int_t)c->touched_reclaimed, "revoked_bytes",
-                     (json_int_t)c->revoked_bytes_total, "connected", c->sock >= 0);
+    return json_pack(
+        "{s:I, s:s, s:i, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
+        " s:I, s:I, s:I, s:b}",
+        "id", (json_int_t)c->id, "name", c->name, "pid", (int)c->pid, "kind", kind_name(c->kind),
+        "driver", "mm", "min_bytes", (json_int_t)c->min_bytes, "max_bytes",
+        (json_int_t)c->max_bytes, "weight", (json_int_t)c->weight, "region_bytes",
+        (json_int_t)c->region_bytes, "target_bytes", (json_int_t)c->target_bytes, "granted_bytes",
+        (json_int_t)((uint64_t)c->granted_chunks * MM_CHUNK_SIZE), "owned_bytes", (json_int_t)owned,
+        "resident_bytes", (json_int_t)c->resident_bytes, "free_bytes", (json_int_t)free_bytes,
+        "missed_deadlines", (json_int_t)c->missed_deadlines, "reclaimed_bytes",
+        (json_int_t)c->reclaimed_bytes_total, "touched_reclaimed", (json_int_t)c->touched_reclaimed,
+        "revoked_bytes", (json_int_t)c->revoked_bytes_total, "connected", c->sock >= 0);
 }
 
 static json_t *clients_json(mm_server_t *s)
@@ -91,8 +92,7 @@ static json_t *do_capacity(mm_server_t *s, const char *arg)
         return error_json("capacity %s is below one 2 MiB chunk", arg);
     uint64_t t0 = mm__now_ns();
     s->capacity_bytes = bytes;
-    mm__policy_update(s, NULL, 0);
-    uint64_t taken = mm__reclaim_to_capacity(s);
+    uint64_t taken = mm__reclaim(s);
     uint64_t ns = mm__now_ns() - t0;
     log_info("capacity set to %llu MiB: reclaimed %llu MiB in %.1f ms",
              (unsigned long long)(bytes >> 20), (unsigned long long)(taken >> 20), ns / 1e6);
@@ -198,8 +198,9 @@ int mm__admin_accept(mm_server_t *s)
         a->fd = fd;
         if (!privileged(s, fd)) {
             log_warn("admin: refused an unprivileged peer");
-            conn_reply(s, a, error_json("permission denied: the admin socket is for root%s",
-                                        s->cfg.has_admin_group ? " and the admin group" : ""));
+            conn_reply(s, a,
+                       error_json("permission denied: the admin socket is for root%s",
+                                  s->cfg.has_admin_group ? " and the admin group" : ""));
         }
     }
 }

@@ -53,8 +53,8 @@ typedef struct mm_host_client {
     pid_t pid;
     uid_t uid;
     gid_t gid;
-    int sock;   /* -1 once the socket closed (the client may still live) */
-    int pidfd;  /* death is decided here, not by the socket */
+    int sock;  /* -1 once the socket closed (the client may still live) */
+    int pidfd; /* death is decided here, not by the socket */
     int region_fd;
     int shared_fd;
     int bell_to_client;
@@ -74,6 +74,7 @@ typedef struct mm_host_client {
     uint64_t min_bytes, max_bytes;
     uint32_t weight;
     uint64_t target_bytes;
+    uint64_t unmet_bytes;    /* asked for in the last install, not granted */
     uint64_t resident_bytes; /* st_blocks, refreshed every tick */
 
     /* Revocation in flight (one at a time). */
@@ -132,7 +133,6 @@ static inline void host_set_reclaimed(mm_host_client_t *c, uint32_t chunk, bool 
 int mm__server_init(mm_server_t *s, const mm_server_config_t *cfg);
 int mm__server_run(mm_server_t *s, int ready_fd);
 void mm__server_fini(mm_server_t *s);
-int mm__server_set_capacity(mm_server_t *s, uint64_t bytes);
 
 /* registry.c: the client table and each client's life. */
 int mm__registry_init(mm_server_t *s);
@@ -144,17 +144,17 @@ void mm__client_on_bell(mm_server_t *s, mm_host_client_t *c);
 mm_host_client_t *mm__client_find(mm_server_t *s, const char *id_or_name);
 
 /* Iterate registered clients (loop thread, or inside rcu_read_lock). */
-#define for_each_client(s, iter, c)                                                                \
-    cds_lfht_for_each_entry((s)->registry, &(iter), (c), node)
+#define for_each_client(s, iter, c) cds_lfht_for_each_entry((s)->registry, &(iter), (c), node)
 
 /* reclaim.c: taking memory back, and installing it. */
 int mm__reclaim_pool_start(mm_server_t *s);
 void mm__reclaim_pool_stop(mm_server_t *s);
-/* Recompute targets and publish them; extra_* adds an install request. */
-void mm__policy_update(mm_server_t *s, mm_host_client_t *extra_client, uint64_t extra_bytes);
-/* Walk the reclaim ladder until granted and resident bytes fit capacity.
- * Returns bytes taken back. */
-uint64_t mm__reclaim_to_capacity(mm_server_t *s);
+/* Recompute targets from demand (granted + unmet) and publish them. */
+void mm__policy_update(mm_server_t *s);
+/* Walk the reclaim ladder: clients above target give their free chunks,
+ * then anyone's free chunks while capacity is exceeded, then revocations to
+ * whoever is still above target. Returns bytes taken back. */
+uint64_t mm__reclaim(mm_server_t *s);
 /* Grant up to n of the requested chunks to c. Returns chunks granted (into
  * out), or a negative errno if none could be. */
 int mm__install(mm_server_t *s, mm_host_client_t *c, uint32_t slot, const uint32_t *chunks,

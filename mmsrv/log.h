@@ -12,8 +12,8 @@ int mm__log_set_level(const char *name);
 void mm__log(enum mm_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_error(...) mm__log(MM_LOG_ERROR, __VA_ARGS__)
-#define log_warn(...) mm__log(MM_LOG_WARN, __VA_ARGS__)
-#define log_info(...) mm__log(MM_LOG_INFO, __VA_ARGS__)
+#define log_warn(...)  mm__log(MM_LOG_WARN, __VA_ARGS__)
+#define log_info(...)  mm__log(MM_LOG_INFO, __VA_ARGS__)
 #define log_debug(...) mm__log(MM_LOG_DEBUG, __VA_ARGS__)
 
 #endif /* MM_LOG_H */

@@ -66,22 +66,35 @@ typedef struct options {
 
 static int parse_args(int argc, char **argv, options_t *o)
 {
-    static const struct option longopts[] = {
-        {"socket", required_argument, 0, 's'},    {"admin-socket", required_argument, 0, 'a'},
-        {"state-dir", required_argument, 0, 'd'}, {"capacity", required_argument, 0, 'c'},
-        {"admin-group", required_argument, 0, 'g'}, {"foreground", no_argument, 0, 'f'},
-        {"log-level", required_argument, 0, 'l'}, {"check-config", no_argument, 0, 'k'},
-        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"socket", required_argument, 0, 's'},
+                                             {"admin-socket", required_argument, 0, 'a'},
+                                             {"state-dir", required_argument, 0, 'd'},
+                                             {"capacity", required_argument, 0, 'c'},
+                                             {"admin-group", required_argument, 0, 'g'},
+                                             {"foreground", no_argument, 0, 'f'},
+                                             {"log-level", required_argument, 0, 'l'},
+                                             {"check-config", no_argument, 0, 'k'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
     int opt;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (opt) {
-        case 's': o->cfg.socket_path = optarg; break;
-        case 'a': o->cfg.admin_socket_path = optarg; break;
-        case 'd': o->cfg.state_dir = optarg; break;
-        case 'f': o->foreground = true; break;
-        case 'k': o->check_only = true; break;
+        case 's':
+            o->cfg.socket_path = optarg;
+            break;
+        case 'a':
+            o->cfg.admin_socket_path = optarg;
+            break;
+        case 'd':
+            o->cfg.state_dir = optarg;
+            break;
+        case 'f':
+            o->foreground = true;
+            break;
+        case 'k':
+            o->check_only = true;
+            break;
         case 'c':
             if (mm_parse_size(optarg, &o->cfg.capacity_bytes) < 0 ||
                 o->cfg.capacity_bytes < MM_CHUNK_SIZE)
@@ -99,7 +112,9 @@ static int parse_args(int argc, char **argv, options_t *o)
             if (mm__log_set_level(optarg) < 0)
                 return bad_arg("--log-level must be error, warn, info or debug, not '%s'", optarg);
             break;
-        case 'h': usage(stdout); exit(0);
+        case 'h':
+            usage(stdout);
+            exit(0);
         default:
             return bad_arg("unknown or incomplete option '%s' (see --help)", argv[optind - 1]);
         }

@@ -19,12 +19,13 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: mmctl [--admin-socket PATH] [--json] COMMAND\n"
-                 "commands:\n"
-                 "  status          capacity, totals and every client\n"
-                 "  clients         the clients only\n"
-                 "  capacity SIZE   set the bytes clients may hold resident (e.g. 4G)\n"
-                 "The admin socket defaults to $MM_ADMIN_SOCKET or %s.\n",
+    fprintf(out,
+            "usage: mmctl [--admin-socket PATH] [--json] COMMAND\n"
+            "commands:\n"
+            "  status          capacity, totals and every client\n"
+            "  clients         the clients only\n"
+            "  capacity SIZE   set the bytes clients may hold resident (e.g. 4G)\n"
+            "The admin socket defaults to $MM_ADMIN_SOCKET or %s.\n",
             mm_default_admin_socket());
 }
 
@@ -105,9 +106,10 @@ static void print_clients(json_t *clients)
     {
         printf("%-5lld %-16s %-8lld %9s %9s %9s %9s %9s %9s\n", (long long)field(c, "id"),
                json_string_value(json_object_get(c, "name")), (long long)field(c, "pid"),
-               human(field(c, "target_bytes"), b[0], 32), human(field(c, "granted_bytes"), b[1], 32),
-               human(field(c, "owned_bytes"), b[2], 32), human(field(c, "resident_bytes"), b[3], 32),
-               human(field(c, "free_bytes"), b[4], 32), human(field(c, "reclaimed_bytes"), b[5], 32));
+               human(field(c, "target_bytes"), b[0], 32),
+               human(field(c, "granted_bytes"), b[1], 32), human(field(c, "owned_bytes"), b[2], 32),
+               human(field(c, "resident_bytes"), b[3], 32), human(field(c, "free_bytes"), b[4], 32),
+               human(field(c, "reclaimed_bytes"), b[5], 32));
     }
 }
 
@@ -166,9 +168,15 @@ int main(int argc, char **argv)
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (opt) {
-        case 'a': path = optarg; break;
-        case 'j': as_json = 1; break;
-        case 'h': usage(stdout); return 0;
+        case 'a':
+            path = optarg;
+            break;
+        case 'j':
+            as_json = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
         default:
             fprintf(stderr, "mmctl: unknown or incomplete option '%s' (see --help)\n",
                     argv[optind - 1]);

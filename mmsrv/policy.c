@@ -5,7 +5,10 @@
 
 #include <mm/protocol.h>
 
-static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
 
 /* The most a client may be given: its demand, capped by its limit. */
 static uint64_t ceiling(const mm_policy_input_t *in)

@@ -21,17 +21,16 @@
 #include "platform.h"
 #include "policy.h"
 
-#define MAX_WORKERS 8
+#define MAX_WORKERS      8
 #define TOUCH_SCAN_TICKS 5 /* look for touched reclaimed chunks every 500 ms */
 
 /* Revocation deadline: 250 ms plus 2 ms per MiB asked (2.3 s for 1 GiB). */
-#define REVOKE_BASE_NS 250000000ull
+#define REVOKE_BASE_NS    250000000ull
 #define REVOKE_NS_PER_MIB 2000000ull
 
 typedef struct reclaim_job {
     mm_host_client_t *client;
     uint32_t want_chunks;
-    bool steal_reserved;
     uint32_t taken_chunks; /* result */
 } reclaim_job_t;
 
@@ -46,9 +45,18 @@ struct mm_reclaim_pool {
     bool stop;
 };
 
-static uint32_t chunks_of(uint64_t bytes) { return (uint32_t)(bytes / MM_CHUNK_SIZE); }
-static uint32_t chunks_up(uint64_t bytes) { return (uint32_t)((bytes + MM_CHUNK_SIZE - 1) / MM_CHUNK_SIZE); }
-static uint64_t granted_of(const mm_host_client_t *c) { return (uint64_t)c->granted_chunks * MM_CHUNK_SIZE; }
+static uint32_t chunks_of(uint64_t bytes)
+{
+    return (uint32_t)(bytes / MM_CHUNK_SIZE);
+}
+static uint32_t chunks_up(uint64_t bytes)
+{
+    return (uint32_t)((bytes + MM_CHUNK_SIZE - 1) / MM_CHUNK_SIZE);
+}
+static uint64_t granted_of(const mm_host_client_t *c)
+{
+    return (uint64_t)c->granted_chunks * MM_CHUNK_SIZE;
+}
 
 /* Punch chunks [first, first + n) of c's region in one call. */
 static void punch_run(mm_host_client_t *c, uint32_t first, uint32_t n)
@@ -59,9 +67,10 @@ static void punch_run(mm_host_client_t *c, uint32_t first, uint32_t n)
                  strerror(-err));
 }
 
-/* Step 1 for one client: take up to want wholly free chunks, highest first
- * (allocations grow from the bottom), punching each adjacent run once. */
-static uint32_t reclaim_client(mm_host_client_t *c, uint32_t want, bool steal)
+/* One scan for step 1: take up to want wholly free chunks of c, highest
+ * first (allocations grow from the bottom), punching each adjacent run once.
+ * Reserved chunks only when steal. */
+static uint32_t reclaim_scan(mm_host_client_t *c, uint32_t want, bool steal)
 {
     uint32_t taken = 0, run_first = 0, run_len = 0;
     for (uint32_t i = c->chunk_count; i-- > 0 && taken < want;) {
@@ -86,9 +95,21 @@ static uint32_t reclaim_client(mm_host_client_t *c, uint32_t want, bool steal)
     return taken;
 }
 
+/* Step 1 for one client: unreserved free chunks first, then chunks idle
+ * threads keep reserved (they must not hide free memory). */
+static uint32_t reclaim_client(mm_host_client_t *c, uint32_t want)
+{
+    uint32_t taken = reclaim_scan(c, want, false);
+    if (taken < want)
+        taken += reclaim_scan(c, want - taken, true);
+    if (taken > 0)
+        mm__refresh_resident(c);
+    return taken;
+}
+
 static void run_job(reclaim_job_t *j)
 {
-    j->taken_chunks = reclaim_client(j->client, j->want_chunks, j->steal_reserved);
+    j->taken_chunks = reclaim_client(j->client, j->want_chunks);
 }
 
 static void *worker_main(void *arg)
@@ -179,9 +200,8 @@ static mm_host_client_t **client_list(mm_server_t *s, size_t *n)
     *n = 0;
     if (!list)
         return NULL;
-    for_each_client(s, iter, c)
-        if (c->state == MM_CLIENT_REGISTERED && *n < s->nclients)
-            list[(*n)++] = c;
+    for_each_client(s, iter, c) if (c->state == MM_CLIENT_REGISTERED && *n < s->nclients)
+        list[(*n)++] = c;
     return list;
 }
 
@@ -190,8 +210,7 @@ uint64_t mm__total_granted(mm_server_t *s)
     struct cds_lfht_iter iter;
     mm_host_client_t *c;
     uint64_t sum = 0;
-    for_each_client(s, iter, c)
-        sum += granted_of(c);
+    for_each_client(s, iter, c) sum += granted_of(c);
     return sum;
 }
 
@@ -200,8 +219,7 @@ uint64_t mm__total_resident(mm_server_t *s)
     struct cds_lfht_iter iter;
     mm_host_client_t *c;
     uint64_t sum = 0;
-    for_each_client(s, iter, c)
-        sum += c->resident_bytes;
+    for_each_client(s, iter, c) sum += c->resident_bytes;
     return sum;
 }
 
@@ -237,7 +255,7 @@ static void publish_target(mm_host_client_t *c, uint64_t target)
     (void)mm__doorbell_ring(c->bell_to_client); /* a full doorbell is still rung */
 }
 
-void mm__policy_update(mm_server_t *s, mm_host_client_t *extra_client, uint64_t extra_bytes)
+void mm__policy_update(mm_server_t *s)
 {
     size_t n;
     mm_host_client_t **list = client_list(s, &n);
@@ -249,12 +267,10 @@ void mm__policy_update(mm_server_t *s, mm_host_client_t *extra_client, uint64_t 
     }
     for (size_t i = 0; i < n; i++) {
         mm_host_client_t *c = list[i];
-        in[i] = (mm_policy_input_t){.demand_bytes = granted_of(c),
+        in[i] = (mm_policy_input_t){.demand_bytes = granted_of(c) + c->unmet_bytes,
                                     .min_bytes = c->min_bytes,
                                     .max_bytes = c->max_bytes,
                                     .weight = c->weight};
-        if (c == extra_client)
-            in[i].demand_bytes += extra_bytes;
     }
     mm__policy_targets(s->capacity_bytes, in, n, target);
     for (size_t i = 0; i < n; i++)
@@ -287,7 +303,7 @@ static uint32_t reclaim_over_target(mm_server_t *s, mm_host_client_t *except)
         mm_host_client_t *c = list[i];
         if (c == except || granted_of(c) <= c->target_bytes)
             continue;
-        jobs[njobs++] = (reclaim_job_t){c, chunks_up(granted_of(c) - c->target_bytes), false, 0};
+        jobs[njobs++] = (reclaim_job_t){c, chunks_up(granted_of(c) - c->target_bytes), 0};
     }
     run_jobs(s, jobs, njobs);
     for (size_t i = 0; i < njobs; i++)
@@ -298,8 +314,8 @@ out:
     return taken;
 }
 
-/* Step 1, pass B: still short, so take free chunks from anyone, stealing
- * idle reservations, most-over-target first. */
+/* Step 1, pass B: capacity is still exceeded, so take free chunks from
+ * anyone, most-over-target first. */
 static uint32_t reclaim_any(mm_server_t *s, mm_host_client_t *except, uint32_t need)
 {
     size_t n;
@@ -317,7 +333,7 @@ static uint32_t reclaim_any(mm_server_t *s, mm_host_client_t *except, uint32_t n
                 best = i;
         }
         if (list[best] != except)
-            taken += reclaim_client(list[best], need - taken, true);
+            taken += reclaim_client(list[best], need - taken);
         list[best] = list[--n];
     }
     free(list);
@@ -351,23 +367,26 @@ static void post_revocations(mm_server_t *s, mm_host_client_t *except, uint32_t 
     }
 }
 
-uint64_t mm__reclaim_to_capacity(mm_server_t *s)
+static bool any_over_target(mm_server_t *s)
 {
     struct cds_lfht_iter iter;
     mm_host_client_t *c;
-    for_each_client(s, iter, c)
-        mm__refresh_resident(c);
-    uint32_t need = excess_chunks(s);
-    if (need == 0)
-        return 0;
+    for_each_client(s, iter, c) if (granted_of(c) > c->target_bytes) return true;
+    return false;
+}
+
+uint64_t mm__reclaim(mm_server_t *s)
+{
+    struct cds_lfht_iter iter;
+    mm_host_client_t *c;
+    for_each_client(s, iter, c) mm__refresh_resident(c);
+    mm__policy_update(s);
     uint32_t taken = reclaim_over_target(s, NULL);
-    if (taken < need)
-        taken += reclaim_any(s, NULL, need - taken);
-    for_each_client(s, iter, c)
-        mm__refresh_resident(c);
-    mm__policy_update(s, NULL, 0);
-    if (excess_chunks(s) > 0)
-        post_revocations(s, NULL, MM_REVOKE_CAPACITY);
+    uint32_t need = excess_chunks(s);
+    if (need > 0)
+        taken += reclaim_any(s, NULL, need);
+    mm__policy_update(s);
+    post_revocations(s, NULL, excess_chunks(s) > 0 ? MM_REVOKE_CAPACITY : MM_REVOKE_CLIENT);
     if (taken)
         log_debug("reclaimed %u chunks (%llu MiB)", taken, (unsigned long long)taken * 2);
     return (uint64_t)taken * MM_CHUNK_SIZE;
@@ -382,7 +401,8 @@ int mm__install(mm_server_t *s, mm_host_client_t *c, uint32_t slot, const uint32
     uint32_t asked = 0;
     for (uint32_t i = 0; i < n; i++)
         asked += host_reclaimed(c, chunks[i]);
-    mm__policy_update(s, c, (uint64_t)asked * MM_CHUNK_SIZE);
+    c->unmet_bytes = (uint64_t)asked * MM_CHUNK_SIZE;
+    mm__policy_update(s);
     uint32_t target = chunks_of(c->target_bytes);
     uint32_t allow = target > c->granted_chunks ? target - c->granted_chunks : 0;
     if (allow > asked)
@@ -405,7 +425,10 @@ int mm__install(mm_server_t *s, mm_host_client_t *c, uint32_t slot, const uint32
         c->granted_chunks++;
         out[k++] = chunks[i];
     }
-    mm__policy_update(s, NULL, 0);
+    /* What was not granted stays in the client's demand until its next
+     * install, so that others above their share are asked for it. */
+    c->unmet_bytes = (uint64_t)(asked - k) * MM_CHUNK_SIZE;
+    mm__policy_update(s);
     if (k < asked)
         post_revocations(s, c, MM_REVOKE_CLIENT);
     return k > 0 ? (int)k : -ENOMEM;
@@ -429,8 +452,8 @@ static void find_touched(mm_host_client_t *c)
         uint64_t off = (uint64_t)i * MM_CHUNK_SIZE, len = (uint64_t)(j - i) * MM_CHUNK_SIZE;
         if (mm__range_has_data(c->region_fd, off, len) > 0) {
             for (uint32_t k = i; k < j; k++) {
-                if (mm__range_has_data(c->region_fd, (uint64_t)k * MM_CHUNK_SIZE,
-                                       MM_CHUNK_SIZE) <= 0)
+                if (mm__range_has_data(c->region_fd, (uint64_t)k * MM_CHUNK_SIZE, MM_CHUNK_SIZE) <=
+                    0)
                     continue;
                 c->touched_reclaimed++;
                 log_warn("client %u (%s): touched reclaimed chunk %u; punched again", c->id,
@@ -456,10 +479,14 @@ void mm__reclaim_tick(mm_server_t *s)
             log_info("client %u (%s): missed the deadline of revocation %llu", c->id, c->name,
                      (unsigned long long)c->revoke_seq);
         }
-        if (scan)
-            find_touched(c);
         mm__refresh_resident(c);
+        /* More resident than granted can only be a touched reclaimed chunk:
+         * look at once rather than at the next periodic scan. */
+        if (scan || c->resident_bytes > granted_of(c)) {
+            find_touched(c);
+            mm__refresh_resident(c);
+        }
     }
-    if (excess_chunks(s) > 0)
-        mm__reclaim_to_capacity(s);
+    if (excess_chunks(s) > 0 || any_over_target(s))
+        mm__reclaim(s);
 }

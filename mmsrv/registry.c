@@ -21,7 +21,10 @@
 /* Messages handled per wakeup before others get their turn. */
 #define MESSAGES_PER_EVENT 16
 
-static unsigned long hash_id(uint32_t id) { return (unsigned long)(id * 0x9e3779b97f4a7c15ull); }
+static unsigned long hash_id(uint32_t id)
+{
+    return (unsigned long)(id * 0x9e3779b97f4a7c15ull);
+}
 
 static int match_id(struct cds_lfht_node *node, const void *key)
 {
@@ -75,9 +78,7 @@ mm_host_client_t *mm__client_find(mm_server_t *s, const char *key)
         struct cds_lfht_node *node = cds_lfht_iter_get_node(&iter);
         return node ? caa_container_of(node, mm_host_client_t, node) : NULL;
     }
-    for_each_client(s, iter, c)
-        if (strcmp(c->name, key) == 0)
-            return c;
+    for_each_client(s, iter, c) if (strcmp(c->name, key) == 0) return c;
     return NULL;
 }
 
@@ -144,8 +145,8 @@ void mm__client_remove(mm_server_t *s, mm_host_client_t *c, const char *why)
     if (c->state == MM_CLIENT_GONE)
         return;
     bool registered = c->state == MM_CLIENT_REGISTERED;
-    log_info("client %u (%s, pid %d): removed: %s", c->id, c->name[0] ? c->name : "-",
-             (int)c->pid, why);
+    log_info("client %u (%s, pid %d): removed: %s", c->id, c->name[0] ? c->name : "-", (int)c->pid,
+             why);
     unwatch(s, &c->sock);
     unwatch(s, &c->pidfd);
     unwatch(s, &c->bell_to_host);
@@ -166,7 +167,7 @@ void mm__client_remove(mm_server_t *s, mm_host_client_t *c, const char *why)
     c->state = MM_CLIENT_GONE;
     call_rcu(&c->rcu, free_client);
     if (registered)
-        mm__policy_update(s, NULL, 0);
+        mm__policy_update(s);
 }
 
 /* Create the client's region and shared state, sealed, and map the state. */
@@ -242,7 +243,7 @@ static int handle_hello(mm_server_t *s, mm_host_client_t *c, const mm_msg_hello_
     s->nclients++;
     log_info("client %u (%s, pid %d): registered, region %llu MiB", c->id, c->name, (int)c->pid,
              (unsigned long long)(c->region_bytes >> 20));
-    mm__policy_update(s, NULL, 0);
+    mm__policy_update(s);
     return 0;
 }
 
@@ -365,5 +366,5 @@ void mm__client_on_bell(mm_server_t *s, mm_host_client_t *c)
     log_debug("client %u: revocation %llu answered, %llu bytes given", c->id,
               (unsigned long long)acked, (unsigned long long)given);
     if (given > 0)
-        mm__reclaim_to_capacity(s);
+        mm__reclaim(s);
 }

@@ -238,14 +238,6 @@ int mm__server_run(mm_server_t *s, int ready_fd)
     return 0;
 }
 
-int mm__server_set_capacity(mm_server_t *s, uint64_t bytes)
-{
-    s->capacity_bytes = bytes;
-    mm__policy_update(s, NULL, 0);
-    mm__reclaim_to_capacity(s);
-    return 0;
-}
-
 void mm__server_fini(mm_server_t *s)
 {
     mm__reclaim_pool_stop(s);

@@ -170,8 +170,8 @@ static int map_client(mm_client_t *c)
         err = mm__memfd_check(c->fds[MM_FD_SHARED], c->shared_bytes);
     if (err < 0)
         return -EPROTO;
-    c->shared = mmap(NULL, c->shared_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
-                     c->fds[MM_FD_SHARED], 0);
+    c->shared =
+        mmap(NULL, c->shared_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, c->fds[MM_FD_SHARED], 0);
     if (c->shared == MAP_FAILED)
         return c->shared = NULL, -errno;
     c->ctl = c->shared;
@@ -282,10 +282,22 @@ MM_EXPORT void mm_client_close(mm_client_t *c)
     release_client(c);
 }
 
-MM_EXPORT void *mm_client_base(const mm_client_t *c) { return c->base; }
-MM_EXPORT uint64_t mm_client_region_bytes(const mm_client_t *c) { return c->region_bytes; }
-MM_EXPORT uint32_t mm_client_id(const mm_client_t *c) { return c->id; }
-MM_EXPORT int mm_client_fd(const mm_client_t *c) { return c->fds[MM_FD_DOORBELL_TO_CLIENT]; }
+MM_EXPORT void *mm_client_base(const mm_client_t *c)
+{
+    return c->base;
+}
+MM_EXPORT uint64_t mm_client_region_bytes(const mm_client_t *c)
+{
+    return c->region_bytes;
+}
+MM_EXPORT uint32_t mm_client_id(const mm_client_t *c)
+{
+    return c->id;
+}
+MM_EXPORT int mm_client_fd(const mm_client_t *c)
+{
+    return c->fds[MM_FD_DOORBELL_TO_CLIENT];
+}
 
 /* Make granted chunks resident in one populate call per adjacent run. */
 static int populate_chunks(mm_client_t *c, const uint32_t *chunks, uint32_t n)

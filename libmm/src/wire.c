@@ -117,9 +117,9 @@ int mm__msg_check(const void *buf, size_t len)
 const char *mm__msg_type_name(uint16_t type)
 {
     static const char *const names[] = {
-        [MM_MSG_HELLO] = "hello",   [MM_MSG_HELLO_REPLY] = "hello-reply",
+        [MM_MSG_HELLO] = "hello",     [MM_MSG_HELLO_REPLY] = "hello-reply",
         [MM_MSG_INSTALL] = "install", [MM_MSG_INSTALL_REPLY] = "install-reply",
-        [MM_MSG_BYE] = "bye",       [MM_MSG_ERROR] = "error",
+        [MM_MSG_BYE] = "bye",         [MM_MSG_ERROR] = "error",
     };
     if (type < sizeof names / sizeof names[0] && names[type])
         return names[type];

@@ -56,14 +56,14 @@ enum mm_client_flags {
 };
 
 typedef struct mm_client_opts {
-    const char *name;        /* shown by mmctl; NULL: "pid-<pid>" */
-    uint64_t max_bytes;      /* region size; rounded up to a chunk */
-    uint64_t min_bytes;      /* reservation asked for */
-    uint32_t weight;         /* share asked for (default 100) */
-    uint32_t kind;           /* enum mm_client_kind */
-    int numa_node;           /* -1: any */
-    unsigned flags;          /* enum mm_client_flags */
-    mm_revoke_fn on_revoke;  /* NULL: answer every request with 0 */
+    const char *name;       /* shown by mmctl; NULL: "pid-<pid>" */
+    uint64_t max_bytes;     /* region size; rounded up to a chunk */
+    uint64_t min_bytes;     /* reservation asked for */
+    uint32_t weight;        /* share asked for (default 100) */
+    uint32_t kind;          /* enum mm_client_kind */
+    int numa_node;          /* -1: any */
+    unsigned flags;         /* enum mm_client_flags */
+    mm_revoke_fn on_revoke; /* NULL: answer every request with 0 */
     void *revoke_arg;
 } mm_client_opts_t;
 
@@ -78,12 +78,12 @@ typedef struct mm_usage {
 /* What the client's allocator holds, read from the shared metadata. */
 typedef struct mm_client_stats {
     uint64_t region_bytes;
-    uint64_t granted_bytes; /* chunks not taken back by the host */
-    uint64_t owned_bytes;   /* frames allocated */
-    uint64_t free_bytes;    /* free frames in granted chunks */
+    uint64_t granted_bytes;  /* chunks not taken back by the host */
+    uint64_t owned_bytes;    /* frames allocated */
+    uint64_t free_bytes;     /* free frames in granted chunks */
     uint64_t resident_bytes; /* pages really present (kernel truth) */
-    uint64_t target_bytes;  /* what the host wants this client to hold */
-    uint32_t pressure;      /* enum mm_pressure */
+    uint64_t target_bytes;   /* what the host wants this client to hold */
+    uint32_t pressure;       /* enum mm_pressure */
 } mm_client_stats_t;
 
 /* Fill opts with defaults. Never fails. */

@@ -16,12 +16,12 @@
 
 /* ---- Geometry ---------------------------------------------------------- */
 
-#define MM_FRAME_SHIFT 12
-#define MM_FRAME_SIZE (1u << MM_FRAME_SHIFT) /* 4 KiB */
-#define MM_CHUNK_SHIFT 21
-#define MM_CHUNK_SIZE (1u << MM_CHUNK_SHIFT) /* 2 MiB */
-#define MM_CHUNK_FRAMES (MM_CHUNK_SIZE / MM_FRAME_SIZE) /* 512 */
-#define MM_CHUNK_BITMAP_WORDS (MM_CHUNK_FRAMES / 64)    /* 8 */
+#define MM_FRAME_SHIFT        12
+#define MM_FRAME_SIZE         (1u << MM_FRAME_SHIFT) /* 4 KiB */
+#define MM_CHUNK_SHIFT        21
+#define MM_CHUNK_SIZE         (1u << MM_CHUNK_SHIFT)          /* 2 MiB */
+#define MM_CHUNK_FRAMES       (MM_CHUNK_SIZE / MM_FRAME_SIZE) /* 512 */
+#define MM_CHUNK_BITMAP_WORDS (MM_CHUNK_FRAMES / 64)          /* 8 */
 
 /* Largest region a client may ask for (1 TiB = 524,288 chunks). */
 #define MM_REGION_MAX_BYTES (1ull << 40)
@@ -43,17 +43,20 @@
  * the count before it sets a bit; a free clears its bit before it raises the
  * count; so free == 512 means every bit is clear.
  */
-#define MM_CW_FREE_MASK 0x3ffull
-#define MM_CW_RECLAIMED (1ull << 10)
-#define MM_CW_DISCARDABLE (1ull << 11)
+#define MM_CW_FREE_MASK      0x3ffull
+#define MM_CW_RECLAIMED      (1ull << 10)
+#define MM_CW_DISCARDABLE    (1ull << 11)
 #define MM_CW_RESERVER_SHIFT 12
-#define MM_CW_RESERVER_MASK (0xffull << MM_CW_RESERVER_SHIFT)
-#define MM_CW_PIN_SHIFT 20
-#define MM_CW_PIN_MASK (0xfffull << MM_CW_PIN_SHIFT)
-#define MM_CW_GEN_SHIFT 32
-#define MM_RESERVER_SLOTS 255u
+#define MM_CW_RESERVER_MASK  (0xffull << MM_CW_RESERVER_SHIFT)
+#define MM_CW_PIN_SHIFT      20
+#define MM_CW_PIN_MASK       (0xfffull << MM_CW_PIN_SHIFT)
+#define MM_CW_GEN_SHIFT      32
+#define MM_RESERVER_SLOTS    255u
 
-static inline uint32_t mm_cw_free(uint64_t w) { return (uint32_t)(w & MM_CW_FREE_MASK); }
+static inline uint32_t mm_cw_free(uint64_t w)
+{
+    return (uint32_t)(w & MM_CW_FREE_MASK);
+}
 static inline uint32_t mm_cw_reserver(uint64_t w)
 {
     return (uint32_t)((w & MM_CW_RESERVER_MASK) >> MM_CW_RESERVER_SHIFT);
@@ -62,7 +65,10 @@ static inline uint32_t mm_cw_pins(uint64_t w)
 {
     return (uint32_t)((w & MM_CW_PIN_MASK) >> MM_CW_PIN_SHIFT);
 }
-static inline uint32_t mm_cw_gen(uint64_t w) { return (uint32_t)(w >> MM_CW_GEN_SHIFT); }
+static inline uint32_t mm_cw_gen(uint64_t w)
+{
+    return (uint32_t)(w >> MM_CW_GEN_SHIFT);
+}
 
 /* ---- Control block -----------------------------------------------------
  *
@@ -70,9 +76,9 @@ static inline uint32_t mm_cw_gen(uint64_t w) { return (uint32_t)(w >> MM_CW_GEN_
  * creation and the "host" section afterwards; the client writes only the
  * "client" section. Each side reads the other's section as untrusted input.
  */
-#define MM_SHARED_MAGIC 0x4d4d5348u /* "MMSH" */
+#define MM_SHARED_MAGIC   0x4d4d5348u /* "MMSH" */
 #define MM_LAYOUT_VERSION 1u
-#define MM_CONTROL_BYTES 4096u
+#define MM_CONTROL_BYTES  4096u
 
 /* Reasons carried by a revocation request. */
 enum mm_revoke_reason {
@@ -115,13 +121,13 @@ typedef struct mm_control {
     _Atomic uint64_t resident_bytes;
     _Atomic uint64_t free_bytes;
     _Atomic uint64_t discardable_bytes;
-    _Atomic uint64_t live_bytes;        /* GC runtimes: live heap */
-    _Atomic uint64_t heap_bytes;        /* GC runtimes: heap size */
-    _Atomic uint64_t garbage_bytes;     /* reclaimable garbage */
-    _Atomic uint64_t cost_ns_per_mib;   /* cost of giving a MiB back */
-    _Atomic uint64_t ack_bytes;         /* what the last answer gave */
-    _Atomic uint64_t ack_seq;           /* written after ack_bytes */
-    _Atomic uint64_t report_seq;        /* raised on every usage report */
+    _Atomic uint64_t live_bytes;      /* GC runtimes: live heap */
+    _Atomic uint64_t heap_bytes;      /* GC runtimes: heap size */
+    _Atomic uint64_t garbage_bytes;   /* reclaimable garbage */
+    _Atomic uint64_t cost_ns_per_mib; /* cost of giving a MiB back */
+    _Atomic uint64_t ack_bytes;       /* what the last answer gave */
+    _Atomic uint64_t ack_seq;         /* written after ack_bytes */
+    _Atomic uint64_t report_seq;      /* raised on every usage report */
 } mm_control_t;
 
 _Static_assert(sizeof(mm_control_t) <= MM_CONTROL_BYTES, "control block fits its page");
@@ -144,10 +150,10 @@ static inline uint64_t mm_shared_bytes(uint32_t chunk_count)
  * and must equal what was received. A peer that sends another version gets
  * MM_MSG_ERROR with -EPROTONOSUPPORT and a text saying which versions exist.
  */
-#define MM_MSG_MAGIC 0x4d4d5750u /* "MMWP" */
-#define MM_PROTO_VERSION 1u
-#define MM_NAME_MAX 32           /* including the terminating NUL */
-#define MM_INSTALL_MAX 128       /* chunks in one install message */
+#define MM_MSG_MAGIC      0x4d4d5750u /* "MMWP" */
+#define MM_PROTO_VERSION  1u
+#define MM_NAME_MAX       32  /* including the terminating NUL */
+#define MM_INSTALL_MAX    128 /* chunks in one install message */
 #define MM_ERROR_TEXT_MAX 128
 
 enum mm_msg_type {
@@ -204,8 +210,8 @@ typedef struct mm_msg_hello_reply {
 
 typedef struct mm_msg_install {
     mm_msg_hdr_t hdr;
-    uint32_t slot;  /* reservation slot the chunks come back reserved for */
-    uint32_t count; /* 1..MM_INSTALL_MAX */
+    uint32_t slot;                   /* reservation slot the chunks come back reserved for */
+    uint32_t count;                  /* 1..MM_INSTALL_MAX */
     uint32_t chunks[MM_INSTALL_MAX]; /* only count entries are sent */
 } mm_msg_install_t;
 

@@ -1,0 +1,83 @@
+/*
+ * mmbench internals: the subcommands' entry points and the harness they
+ * share (harness.c) to run a throw-away daemon in a temp state directory,
+ * mmhold clients against it, and mmctl calls against its admin socket.
+ * A mm_bench_daemon_t owns its child process and its state directory until
+ * mm__bench_daemon_stop(). Not thread-safe: one thread drives all children.
+ */
+#ifndef MM_BENCH_H
+#define MM_BENCH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "procs.h"
+#include "results.h"
+
+#define MM_MIB (1024ull * 1024)
+
+/* Options common to all subcommands. */
+typedef struct mm_bench_opts {
+    bool quick; /* fewer or shorter repetitions */
+    int reps;   /* repetitions asked for; 0: the subcommand's default */
+} mm_bench_opts_t;
+
+/* Subcommands: run, add rows to res, print what they do. 0 when every step
+ * worked and the verdict is good; MM_BENCH_VERDICT_FAILED when everything
+ * ran but data was damaged or a target missed (reported already); else a
+ * negative errno. Rows measured before a failure stay in res. */
+#define MM_BENCH_VERDICT_FAILED 1
+
+int mm__bench_cut(const mm_bench_opts_t *opts, mm_results_t *res);
+int mm__bench_demo(const mm_bench_opts_t *opts, mm_results_t *res);
+
+/* A daemon started in a fresh temp directory: dir/mm.sock and
+ * dir/admin.sock. */
+typedef struct mm_bench_daemon {
+    char dir[64];
+    char sock[128];
+    char admin_sock[128];
+    mm_proc_t proc;
+} mm_bench_daemon_t;
+
+/* Start `mmsrv --foreground --state-dir DIR --capacity capacity` (plus
+ * --log-level log_level unless NULL) and wait until both sockets accept.
+ * On failure nothing is left running and the directory is removed. */
+int mm__bench_daemon_start(mm_bench_daemon_t *d, const char *capacity, const char *log_level);
+
+/* SIGTERM the daemon, reap it (killed after 10 s) and remove its
+ * directory. 0 if it exited with status 0. */
+int mm__bench_daemon_stop(mm_bench_daemon_t *d);
+
+/* Start `mmhold --socket SOCK --name name --hold hold --free free_size` and
+ * wait up to 60 s for its "ready" line. On failure it is killed and
+ * reaped. */
+int mm__bench_hold_start(mm_proc_t *p, const mm_bench_daemon_t *d, const char *name,
+                         const char *hold, const char *free_size);
+
+/* SIGTERM an mmhold and reap it (killed after 60 s); *intact is true iff
+ * it exited with status 0, i.e. verified all its data. */
+int mm__bench_hold_stop(mm_proc_t *p, bool *intact);
+
+/* Run `mmctl --admin-socket ADMIN args...` (args NULL-terminated, at most
+ * 12). With out, stdout is captured into a malloc'd string the caller
+ * frees; without, it is inherited. -EIO if mmctl exits non-zero. */
+int mm__bench_ctl(const mm_bench_daemon_t *d, const char *const args[], char **out);
+
+/* `mmctl --json status`, parsed. On success the caller owns *status. */
+int mm__bench_ctl_status(const mm_bench_daemon_t *d, json_t **status);
+
+/* Poll status every 5 ms until resident_bytes <= limit_bytes; then *status
+ * (owned by the caller) is the status that showed it. -ETIMEDOUT. */
+int mm__bench_wait_resident(const mm_bench_daemon_t *d, uint64_t limit_bytes, int timeout_ms,
+                            json_t **status);
+
+/* An unsigned integer field of a JSON object; 0 if missing or negative. */
+uint64_t mm__bench_json_u64(const json_t *obj, const char *key);
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t mm__bench_now_ns(void);
+
+#endif /* MM_BENCH_H */

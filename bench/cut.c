@@ -1,0 +1,196 @@
+/*
+ * `mmbench cut`: how fast the host gets memory back when its capacity is cut.
+ *
+ * Each repetition starts a fresh daemon with 512 MiB of capacity and two
+ * mmhold clients that each fill 200 MiB and free 150 MiB of it, then lowers
+ * the capacity to 128 MiB and measures the time until the daemon's summed
+ * resident bytes (kernel truth) are at or under 128 MiB. The clients then
+ * verify their data. Rows (scenario "cut", system "mm"): cut_ms and
+ * resident_after_bytes as medians over repetitions, data_intact as the
+ * minimum.
+ *
+ * cut_ms is an upper bound on the daemon's own reaction: it includes
+ * starting the mmctl process that lowers the capacity, starting the mmctl
+ * processes that poll the status, and the 5 ms polling interval.
+ */
+#include "bench.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CUT_CAPACITY     "512M"
+#define CUT_TARGET       "128M"
+#define CUT_TARGET_BYTES (128 * MM_MIB)
+#define CUT_TIMEOUT_MS   10000
+#define CUT_HOLDS        2
+
+/* One repetition's outcome. ran: the clients were started, so intact
+ * means something; measured: the target was reached, so cut_ms and
+ * resident_after_bytes mean something. */
+struct cut_sample {
+    bool ran;
+    bool measured;
+    bool intact;
+    double cut_ms;
+    double resident_after_bytes;
+};
+
+static int start_holds(const mm_bench_daemon_t *d, mm_proc_t holds[CUT_HOLDS])
+{
+    for (int i = 0; i < CUT_HOLDS; i++) {
+        char name[16];
+        int rc;
+
+        snprintf(name, sizeof(name), "hold%d", i + 1);
+        rc = mm__bench_hold_start(&holds[i], d, name, "200M", "150M");
+        if (rc < 0) {
+            while (i-- > 0)
+                mm__proc_wait(&holds[i], 0, NULL); /* Kills the ones started. */
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Lower the capacity and wait for residency to follow. */
+static int cut_measure(const mm_bench_daemon_t *d, struct cut_sample *s)
+{
+    static const char *const args[] = {"capacity", CUT_TARGET, NULL};
+    uint64_t t0 = mm__bench_now_ns();
+    json_t *status;
+    char *confirmation;
+    int rc;
+
+    rc = mm__bench_ctl(d, args, &confirmation);
+    if (rc < 0)
+        return rc;
+    free(confirmation); /* Captured only to keep the table clean. */
+    rc = mm__bench_wait_resident(d, CUT_TARGET_BYTES, CUT_TIMEOUT_MS, &status);
+    if (rc < 0) {
+        fprintf(stderr, "mmbench cut: resident bytes not under %s: %s\n", CUT_TARGET,
+                rc == -ETIMEDOUT ? "timed out after 10 s" : "status failed");
+        return rc;
+    }
+    s->cut_ms = (double)(mm__bench_now_ns() - t0) / 1e6;
+    s->resident_after_bytes = (double)mm__bench_json_u64(status, "resident_bytes");
+    s->measured = true;
+    json_decref(status);
+    return 0;
+}
+
+static int stop_holds(mm_proc_t holds[CUT_HOLDS], bool *intact)
+{
+    int rc = 0;
+
+    *intact = true;
+    for (int i = 0; i < CUT_HOLDS; i++) {
+        bool ok;
+        int r = mm__bench_hold_stop(&holds[i], &ok);
+
+        if (r < 0 && rc == 0)
+            rc = r;
+        *intact = *intact && r == 0 && ok;
+    }
+    return rc;
+}
+
+static int cut_rep(struct cut_sample *s)
+{
+    mm_proc_t holds[CUT_HOLDS];
+    mm_bench_daemon_t d;
+    int rc, rc_stop;
+
+    *s = (struct cut_sample){0};
+    rc = mm__bench_daemon_start(&d, CUT_CAPACITY, "warn");
+    if (rc < 0)
+        return rc;
+    rc = start_holds(&d, holds);
+    if (rc < 0) {
+        mm__bench_daemon_stop(&d);
+        return rc;
+    }
+    s->ran = true;
+    rc = cut_measure(&d, s);
+    rc_stop = stop_holds(holds, &s->intact);
+    if (rc == 0)
+        rc = rc_stop;
+    /* A daemon that exits badly after the measurement does not void it. */
+    if (mm__bench_daemon_stop(&d) < 0)
+        fprintf(stderr, "mmbench cut: mmsrv did not exit cleanly\n");
+    return rc;
+}
+
+static int cut_report(mm_results_t *res, const struct cut_sample *s, int reps)
+{
+    double *ms = calloc((size_t)reps, sizeof(*ms));
+    double *after = calloc((size_t)reps, sizeof(*after));
+    double intact = 1;
+    size_t n = 0, ran = 0;
+    int rc = -ENOMEM;
+
+    if (ms == NULL || after == NULL)
+        goto out;
+    for (int i = 0; i < reps; i++) {
+        ran += s[i].ran;
+        if (s[i].ran && !s[i].intact)
+            intact = 0;
+        if (!s[i].measured)
+            continue;
+        ms[n] = s[i].cut_ms;
+        after[n++] = s[i].resident_after_bytes;
+    }
+    rc = 0;
+    if (n > 0) {
+        rc = mm__results_add_median(res, &(mm_result_row_t){"cut", "mm", "cut_ms", "ms"}, ms, n,
+                                    NULL, 0);
+        if (rc == 0)
+            rc = mm__results_add_median(
+                res, &(mm_result_row_t){"cut", "mm", "resident_after_bytes", "bytes"}, after, n,
+                NULL, 0);
+    }
+    /* Data that was never written cannot be intact or damaged: no row. */
+    if (rc == 0 && ran > 0)
+        rc = mm__results_add(res, &(mm_result_row_t){"cut", "mm", "data_intact", "bool"}, intact,
+                             &(mm_result_key_t){"reps", (int64_t)ran}, 1);
+out:
+    free(ms);
+    free(after);
+    return rc;
+}
+
+static void cut_log(const struct cut_sample *s, int i, int reps, int rc)
+{
+    fprintf(stderr, "mmbench cut: rep %d/%d: ", i + 1, reps);
+    if (s->measured)
+        fprintf(stderr, "%.1f ms, resident after %.1f MiB, data %s\n", s->cut_ms,
+                s->resident_after_bytes / (double)MM_MIB, s->intact ? "intact" : "DAMAGED");
+    else
+        fprintf(stderr, "failed: %s\n", strerror(-rc));
+}
+
+int mm__bench_cut(const mm_bench_opts_t *opts, mm_results_t *res)
+{
+    int reps = opts->reps > 0 ? opts->reps : opts->quick ? 3 : 5;
+    struct cut_sample *s = calloc((size_t)reps, sizeof(*s));
+    int rc = 0, rep_rc, done;
+
+    if (s == NULL)
+        return -ENOMEM;
+    for (done = 0; done < reps; done++) {
+        rep_rc = cut_rep(&s[done]);
+        cut_log(&s[done], done, reps, rep_rc);
+        if (rc >= 0 && (rep_rc < 0 || !s[done].intact))
+            rc = rep_rc < 0 ? rep_rc : MM_BENCH_VERDICT_FAILED;
+        /* A rep that could not even start its clients will not be the
+         * last to fail: stop instead of repeating the failure. */
+        if (!s[done].ran) {
+            done++;
+            break;
+        }
+    }
+    rep_rc = cut_report(res, s, done);
+    free(s);
+    return rc != 0 ? rc : rep_rc;
+}

@@ -1,0 +1,177 @@
+/*
+ * mmbench: the benchmark driver, one subcommand per measurement.
+ *
+ *   mmbench SUBCOMMAND [--quick] [--json FILE] [--reps N]
+ *
+ * This file parses the command line, runs the subcommand (cut.c, demo.c),
+ * prints its rows as a table and writes them with the run's meta block to
+ * --json FILE (results.c). Exit status: 0 when the subcommand succeeded, 1
+ * when it failed, 2 on a bad argument.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+
+struct subcommand {
+    const char *name;
+    const char *summary;
+    int (*run)(const mm_bench_opts_t *opts, mm_results_t *res);
+};
+
+static const struct subcommand subcommands[] = {
+    {"cut", "time for the host to get memory back when its capacity is cut", mm__bench_cut},
+    {"demo", "a guided tour: three clients, a capacity cut, data verified", mm__bench_demo},
+};
+
+#define N_SUBCOMMANDS (sizeof(subcommands) / sizeof(subcommands[0]))
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: mmbench SUBCOMMAND [--quick] [--json FILE] [--reps N]\n"
+               "\n"
+               "Subcommands:\n");
+    for (size_t i = 0; i < N_SUBCOMMANDS; i++)
+        fprintf(f, "  %-6s %s\n", subcommands[i].name, subcommands[i].summary);
+    fprintf(f, "\n"
+               "Options:\n"
+               "  --quick       fewer repetitions (for a quick look, not for reporting)\n"
+               "  --json FILE   also write the results with the run's meta data to FILE\n"
+               "  --reps N      repetitions per measurement (default 5, --quick 3)\n"
+               "  --help        show this help\n"
+               "\n"
+               "Programs (mmsrv, mmhold, mmctl) are taken from $MM_BIN_DIR, else from\n"
+               "the directory mmbench is in.\n");
+}
+
+struct cli {
+    const struct subcommand *sub;
+    mm_bench_opts_t opts;
+    const char *json_path;
+};
+
+static int bad_arg(const char *what, const char *value)
+{
+    fprintf(stderr, "mmbench: %s '%s' (see --help)\n", what, value);
+    return -EINVAL;
+}
+
+static int parse_reps(const char *text, int *out)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || v < 1 || v > 1000)
+        return bad_arg("--reps wants 1 to 1000, not", text);
+    *out = (int)v;
+    return 0;
+}
+
+static const struct subcommand *find_subcommand(const char *name)
+{
+    for (size_t i = 0; i < N_SUBCOMMANDS; i++)
+        if (strcmp(subcommands[i].name, name) == 0)
+            return &subcommands[i];
+    return NULL;
+}
+
+/* Options after the subcommand; argv[0] is the subcommand. Returns 0 to
+ * run, 1 after --help, -EINVAL on a bad argument (reported). */
+static int parse_opts(int argc, char **argv, struct cli *cli)
+{
+    static const struct option longopts[] = {
+        {"quick", no_argument, NULL, 'q'},
+        {"json", required_argument, NULL, 'j'},
+        {"reps", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c, rc = 0;
+
+    opterr = 0;
+    optind = 1;
+    while (rc == 0 && (c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'q':
+            cli->opts.quick = true;
+            break;
+        case 'j':
+            cli->json_path = optarg;
+            break;
+        case 'r':
+            rc = parse_reps(optarg, &cli->opts.reps);
+            break;
+        case 'h':
+            usage(stdout);
+            return 1;
+        case ':':
+            return bad_arg("missing value for", argv[optind - 1]);
+        default:
+            return bad_arg("unknown option", argv[optind - 1]);
+        }
+    }
+    if (rc == 0 && optind < argc)
+        return bad_arg("unexpected argument", argv[optind]);
+    return rc;
+}
+
+static int parse_args(int argc, char **argv, struct cli *cli)
+{
+    if (argc < 2) {
+        fprintf(stderr, "mmbench: missing subcommand (see --help)\n");
+        return -EINVAL;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(stdout);
+        return 1;
+    }
+    cli->sub = find_subcommand(argv[1]);
+    if (cli->sub == NULL)
+        return bad_arg("unknown subcommand", argv[1]);
+    return parse_opts(argc - 1, argv + 1, cli);
+}
+
+/* Print the table and write the JSON file; the subcommand's own result
+ * decides the exit status unless writing fails. */
+static int report(const struct cli *cli, const mm_results_t *res, int rc)
+{
+    printf("\n");
+    mm__results_print_table(res, stdout);
+    if (cli->json_path != NULL) {
+        int wrc = mm__results_write_json(res, cli->json_path);
+
+        if (wrc < 0) {
+            fprintf(stderr, "mmbench: cannot write %s: %s\n", cli->json_path, strerror(-wrc));
+            return 1;
+        }
+        printf("\nwrote %s\n", cli->json_path);
+    }
+    return rc != 0 ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct cli cli = {0};
+    mm_results_t *res;
+    int rc;
+
+    rc = parse_args(argc, argv, &cli);
+    if (rc != 0)
+        return rc > 0 ? 0 : 2;
+    rc = mm__results_new(argc, argv, &res);
+    if (rc < 0) {
+        fprintf(stderr, "mmbench: %s\n", strerror(-rc));
+        return 1;
+    }
+    rc = cli.sub->run(&cli.opts, res);
+    if (rc < 0)
+        fprintf(stderr, "mmbench %s: failed: %s\n", cli.sub->name, strerror(-rc));
+    rc = report(&cli, res, rc);
+    mm__results_free(res);
+    return rc;
+}
