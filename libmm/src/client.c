@@ -399,6 +399,7 @@ static int alloc_in_chunk(mm_client_t *c, uint32_t nframes, uint32_t align_frame
  * install the reclaimed ones, then claim the run all at once. */
 static int alloc_chunks(mm_client_t *c, uint64_t nframes, uint64_t align, void **out)
 {
+    uint32_t slot = thread_state(c)->slot;
     uint32_t nchunks = (uint32_t)(nframes / MM_CHUNK_FRAMES);
     uint32_t tail = (uint32_t)(nframes % MM_CHUNK_FRAMES);
     uint32_t span = nchunks + (tail ? 1 : 0);
@@ -423,13 +424,13 @@ static int alloc_chunks(mm_client_t *c, uint64_t nframes, uint64_t align, void *
             if (mm__frames_chunk_reclaimed(&c->frames, i))
                 want[n++] = i;
         if (n > 0) {
-            int got = install_chunks(c, 0, want, n);
+            int got = install_chunks(c, slot, want, n);
             if (got < (int)n) {
                 err = got < 0 ? got : -ENOMEM;
                 break;
             }
         }
-        err = mm__frames_alloc_chunks(&c->frames, first, nchunks, tail);
+        err = mm__frames_alloc_chunks(&c->frames, first, nchunks, tail, slot);
         if (err == 0) {
             *out = c->base + (uint64_t)first * MM_CHUNK_SIZE;
             break;

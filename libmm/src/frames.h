@@ -61,18 +61,18 @@ void mm__frames_view_raw(mm_frames_t *f, _Atomic uint64_t *chunk_words, _Atomic 
  * -ENOSPC: no granted chunk has such a run (the caller may install);
  * -EINVAL: bad arguments; -EIO: the metadata is inconsistent.
  */
-int mm__frames_alloc(mm_frames_t *f, mm_frames_thread_t *t, uint32_t nframes,
-                     uint32_t align_frames, uint64_t *frame_out);
+int mm__frames_alloc(mm_frames_t *f, mm_frames_thread_t *t, uint32_t nframes, uint32_t align_frames,
+                     uint64_t *frame_out);
 
 /*
  * Client: take the whole-chunk run [first_chunk, first_chunk + nchunks) plus
  * tail_frames frames at the start of the following chunk (0..511), all of
- * which must be granted and wholly free. All or nothing: -EBUSY if any chunk
- * is reclaimed, reserved by another slot or not wholly free (nothing is
- * kept); -EINVAL on bad arguments.
+ * which must be granted and wholly free, and unreserved or reserved for slot.
+ * All or nothing: -EBUSY if any chunk is reclaimed, reserved by another slot
+ * or not wholly free (nothing is kept); -EINVAL on bad arguments.
  */
 int mm__frames_alloc_chunks(mm_frames_t *f, uint32_t first_chunk, uint32_t nchunks,
-                            uint32_t tail_frames);
+                            uint32_t tail_frames, uint32_t slot);
 
 /*
  * Client: find nchunks adjacent chunks each either wholly free and

@@ -15,10 +15,10 @@
 #ifndef MM_PLATFORM_H
 #define MM_PLATFORM_H
 
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <fcntl.h>
 #include <sys/types.h>
 
 /* The seals mm puts on every memfd it hands out. */

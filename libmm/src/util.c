@@ -13,7 +13,8 @@
 
 MM_EXPORT int mm_parse_size(const char *text, uint64_t *out)
 {
-    if (!text || !*text || *text == '-' || *text == '+')
+    /* strtoull would skip white space and accept a sign: only digits lead. */
+    if (!text || *text < '0' || *text > '9')
         return -EINVAL;
     char *end;
     errno = 0;

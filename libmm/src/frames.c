@@ -1,0 +1,725 @@
+/*
+ * The shared frame allocator (contract in frames.h, layout in <mm/protocol.h>).
+ *
+ * State is one 64-bit word per 2 MiB chunk (free count, flags, reserver, pins,
+ * generation) and one bit per 4 KiB frame (1 = allocated), both living in the
+ * shared-state memfd that the host daemon and an untrusted client map. The
+ * chunk word changes only by compare-and-swap, so its fields change together
+ * and a stale writer fails on the generation that every reclaim and install
+ * raises. The ordering rules that make the host's reclaim safe without a lock:
+ *
+ *   - an allocation lowers the free count (one CAS that also fails on a
+ *     RECLAIMED chunk) before it sets frame bits;
+ *   - a free clears frame bits before it raises the count;
+ *
+ * so at every instant zero_bits >= free (per chunk), and free == 512 means no
+ * frame of the chunk is allocated or about to be. The host reclaims only then.
+ *
+ * Reservations: each client thread reserves one chunk (reserver = its slot) and
+ * allocates there first. A reserved chunk that becomes full stays reserved (it
+ * costs nothing: the host cannot take a full chunk anyway, and the next
+ * allocation that does not fit drops it). The host may steal reservations.
+ *
+ * Every loop is bounded: CAS loops by MM_FRAMES_MAX_RETRIES (a failed CAS means
+ * another writer succeeded, so honest contention stays far below the bound),
+ * scans by the chunk count.
+ */
+#include "frames.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ---- Atomic wrappers: the name says the memory order ------------------- */
+
+static inline uint64_t load_acquire(_Atomic uint64_t *p)
+{
+    return atomic_load_explicit(p, memory_order_acquire);
+}
+
+static inline void store_release(_Atomic uint64_t *p, uint64_t v)
+{
+    atomic_store_explicit(p, v, memory_order_release);
+}
+
+static inline void store_relaxed(_Atomic uint64_t *p, uint64_t v)
+{
+    atomic_store_explicit(p, v, memory_order_relaxed);
+}
+
+/* Strong CAS: a spurious failure would only burn one of our bounded retries. */
+static inline bool cas_acq_rel(_Atomic uint64_t *p, uint64_t *expected, uint64_t desired)
+{
+    return atomic_compare_exchange_strong_explicit(p, expected, desired, memory_order_acq_rel,
+                                                   memory_order_acquire);
+}
+
+static inline uint64_t fetch_and_acq_rel(_Atomic uint64_t *p, uint64_t v)
+{
+    return atomic_fetch_and_explicit(p, v, memory_order_acq_rel);
+}
+
+/* ---- Chunk words and bitmaps ------------------------------------------- */
+
+#define FULL_WORD (~(uint64_t)0)
+#define GEN_MASK  (~(uint64_t)0 << MM_CW_GEN_SHIFT)
+
+static inline _Atomic uint64_t *chunk_word(const mm_frames_t *f, uint32_t chunk)
+{
+    return &f->chunk_words[chunk];
+}
+
+static inline _Atomic uint64_t *bitmap_word(const mm_frames_t *f, uint32_t chunk, uint32_t w)
+{
+    return &f->bitmaps[(uint64_t)chunk * MM_CHUNK_BITMAP_WORDS + w];
+}
+
+/* The generation field of w plus one (wrapping inside its 32 bits). */
+static inline uint64_t next_gen(uint64_t w)
+{
+    return (uint64_t)(uint32_t)(mm_cw_gen(w) + 1u) << MM_CW_GEN_SHIFT;
+}
+
+/* The canonical word of a chunk the host holds: all free, nothing else set. */
+static inline uint64_t reclaimed_word(uint64_t gen_bits)
+{
+    return gen_bits | MM_CW_RECLAIMED | MM_CHUNK_FRAMES;
+}
+
+/* Bits [lo, hi) of a bitmap word, 0 <= lo < hi <= 64. */
+static inline uint64_t range_mask(uint32_t lo, uint32_t hi)
+{
+    uint64_t upto = hi >= 64 ? FULL_WORD : ((uint64_t)1 << hi) - 1;
+    return upto & ~(((uint64_t)1 << lo) - 1);
+}
+
+/* Offset of the bitmaps: right after the chunk words, on a cache line. */
+static uint64_t bitmap_offset_for(uint32_t chunk_count)
+{
+    return (MM_CONTROL_BYTES + (uint64_t)chunk_count * 8 + 63) & ~(uint64_t)63;
+}
+
+static inline bool is_pow2(uint32_t v)
+{
+    return v != 0 && (v & (v - 1)) == 0;
+}
+
+/* ---- Chunk word updates (client side) ---------------------------------- */
+
+/*
+ * Take nframes of chunk's free count and make slot its reserver, in one CAS.
+ * Refuses RECLAIMED, DISCARDABLE (its content may be dropped, so no new data
+ * goes there) and impossible words, and chunks reserved by another slot.
+ * *was_ours tells whether slot had reserved the chunk already.
+ * Returns 0 or -ENOSPC.
+ */
+static int reserve_frames(const mm_frames_t *f, uint32_t chunk, uint32_t slot, uint32_t nframes,
+                          bool *was_ours)
+{
+    _Atomic uint64_t *cw = chunk_word(f, chunk);
+    uint64_t w = load_acquire(cw);
+
+    for (int i = 0; i < MM_FRAMES_MAX_RETRIES; i++) {
+        uint32_t res = mm_cw_reserver(w);
+        uint32_t free_frames = mm_cw_free(w);
+        if ((w & (MM_CW_RECLAIMED | MM_CW_DISCARDABLE)) || free_frames > MM_CHUNK_FRAMES ||
+            free_frames < nframes || (res != 0 && res != slot))
+            return -ENOSPC;
+        uint64_t nw = (w & ~MM_CW_RESERVER_MASK) | ((uint64_t)slot << MM_CW_RESERVER_SHIFT);
+        nw -= nframes; /* free >= nframes: no borrow out of the count field */
+        if (cas_acq_rel(cw, &w, nw)) {
+            *was_ours = res == slot;
+            return 0;
+        }
+    }
+    return -ENOSPC;
+}
+
+/*
+ * Raise chunk's free count by nframes, after their bits were cleared, and
+ * clear the reserver in the same CAS if it is drop_slot (0: keep it). A
+ * RECLAIMED word belongs to the host and is never written here; a count that
+ * would pass 512 means the metadata is corrupt. Returns 0 or -EIO.
+ */
+static int raise_free_drop(const mm_frames_t *f, uint32_t chunk, uint32_t nframes,
+                           uint32_t drop_slot)
+{
+    _Atomic uint64_t *cw = chunk_word(f, chunk);
+    uint64_t w = load_acquire(cw);
+
+    for (int i = 0; i < MM_FRAMES_MAX_RETRIES; i++) {
+        if ((w & MM_CW_RECLAIMED) || mm_cw_free(w) + nframes > MM_CHUNK_FRAMES)
+            return -EIO;
+        uint64_t nw = w + nframes;
+        if (drop_slot != 0 && mm_cw_reserver(w) == drop_slot)
+            nw &= ~MM_CW_RESERVER_MASK;
+        if (cas_acq_rel(cw, &w, nw))
+            return 0;
+    }
+    return -EIO;
+}
+
+static int raise_free(const mm_frames_t *f, uint32_t chunk, uint32_t nframes)
+{
+    return raise_free_drop(f, chunk, nframes, 0);
+}
+
+/* Clear chunk's reserver if it is still slot; anything else is left alone. */
+static void drop_reservation(const mm_frames_t *f, uint32_t chunk, uint32_t slot)
+{
+    _Atomic uint64_t *cw = chunk_word(f, chunk);
+    uint64_t w = load_acquire(cw);
+
+    for (int i = 0; i < MM_FRAMES_MAX_RETRIES; i++) {
+        if ((w & MM_CW_RECLAIMED) || mm_cw_reserver(w) != slot)
+            return;
+        if (cas_acq_rel(cw, &w, w & ~MM_CW_RESERVER_MASK))
+            return;
+    }
+}
+
+/* ---- Frame bits -------------------------------------------------------- */
+
+/* Bit p of the result is set iff bits p .. p+n-1 of word are all clear. */
+static uint64_t run_starts(uint64_t word, uint32_t n)
+{
+    uint64_t runs = ~word;
+    uint32_t len = 1;
+
+    while (len < n) {
+        uint32_t step = len < n - len ? len : n - len;
+        runs &= runs >> step;
+        len += step;
+    }
+    return runs;
+}
+
+/* Bit p set for every p that is a multiple of align (align <= 64). */
+static uint64_t align_pattern(uint32_t align)
+{
+    uint64_t pattern = 1;
+
+    for (uint32_t s = align; s < 64; s <<= 1)
+        pattern |= pattern << s;
+    return pattern;
+}
+
+/* True if any frame bit of the chunk is clear. */
+static bool chunk_has_clear_bit(const mm_frames_t *f, uint32_t chunk)
+{
+    for (uint32_t w = 0; w < MM_CHUNK_BITMAP_WORDS; w++)
+        if (load_acquire(bitmap_word(f, chunk, w)) != FULL_WORD)
+            return true;
+    return false;
+}
+
+/*
+ * Clear the bits [first_bit, first_bit + nbits) of chunk that this thread set.
+ * Used only to roll back a claim, before the count is given back.
+ */
+static void unmark_bits(const mm_frames_t *f, uint32_t chunk, uint32_t first_bit, uint32_t nbits)
+{
+    uint32_t end = first_bit + nbits;
+
+    for (uint32_t b = first_bit; b < end;) {
+        uint32_t w = b / 64, lo = b % 64;
+        uint32_t hi = end - w * 64 < 64 ? end - w * 64 : 64;
+        fetch_and_acq_rel(bitmap_word(f, chunk, w), ~range_mask(lo, hi));
+        b = w * 64 + hi;
+    }
+}
+
+/*
+ * Set the bits [first_bit, first_bit + nbits) of chunk, each word by one CAS
+ * that requires its bits clear. All or nothing: on a set bit the words
+ * already marked are rolled back and false is returned.
+ */
+static bool mark_bits(const mm_frames_t *f, uint32_t chunk, uint32_t first_bit, uint32_t nbits)
+{
+    uint32_t end = first_bit + nbits;
+
+    for (uint32_t b = first_bit; b < end;) {
+        uint32_t w = b / 64, lo = b % 64;
+        uint32_t hi = end - w * 64 < 64 ? end - w * 64 : 64;
+        uint64_t mask = range_mask(lo, hi);
+        _Atomic uint64_t *bw = bitmap_word(f, chunk, w);
+        uint64_t cur = load_acquire(bw);
+        bool done = false;
+        for (int i = 0; i < MM_FRAMES_MAX_RETRIES && !(cur & mask); i++) {
+            if ((done = cas_acq_rel(bw, &cur, cur | mask)))
+                break;
+        }
+        if (!done) {
+            unmark_bits(f, chunk, first_bit, b - first_bit);
+            return false;
+        }
+        b = w * 64 + hi;
+    }
+    return true;
+}
+
+/*
+ * One pass over the chunk for a run of n <= 64 frames inside one bitmap word,
+ * at a chunk offset that is a multiple of align. Returns the run's first bit
+ * or -1.
+ */
+static int claim_small_pass(const mm_frames_t *f, uint32_t chunk, uint32_t n, uint32_t align)
+{
+    uint64_t pattern = align_pattern(align < 64 ? align : 64);
+    uint32_t word_step = align > 64 ? align / 64 : 1;
+
+    for (uint32_t w = 0; w < MM_CHUNK_BITMAP_WORDS; w += word_step) {
+        _Atomic uint64_t *bw = bitmap_word(f, chunk, w);
+        uint64_t cur = load_acquire(bw);
+        for (int i = 0; i < MM_FRAMES_MAX_RETRIES; i++) {
+            uint64_t starts = run_starts(cur, n) & pattern;
+            if (!starts)
+                break;
+            uint32_t off = (uint32_t)__builtin_ctzll(starts);
+            if (cas_acq_rel(bw, &cur, cur | range_mask(off, off + n)))
+                return (int)(w * 64 + off);
+        }
+    }
+    return -1;
+}
+
+/*
+ * One pass over the chunk for a run of n > 64 frames: it starts on a 64-frame
+ * boundary that is a multiple of align and takes whole words plus the low
+ * bits of a last one. Returns the run's first bit or -1.
+ */
+static int claim_large_pass(const mm_frames_t *f, uint32_t chunk, uint32_t n, uint32_t align)
+{
+    uint32_t span = (n + 63) / 64;
+    uint32_t word_step = align > 64 ? align / 64 : 1;
+
+    for (uint32_t s = 0; s + span <= MM_CHUNK_BITMAP_WORDS; s += word_step) {
+        /* Cheap look first so that a busy first word costs no CAS. */
+        if (load_acquire(bitmap_word(f, chunk, s)) != 0)
+            continue;
+        if (mark_bits(f, chunk, s * 64, n))
+            return (int)(s * 64);
+    }
+    return -1;
+}
+
+/*
+ * Set the bits of a run of n frames in chunk, whose count this thread has
+ * already taken. Passes repeat only while no bit of the chunk is clear: the
+ * count promises one, so that is a racing free or corrupt metadata.
+ * Returns the first bit, -ENOSPC (fragmented: clear bits but no run) or -EIO.
+ */
+static int claim_run(const mm_frames_t *f, uint32_t chunk, uint32_t n, uint32_t align)
+{
+    for (int pass = 0; pass < MM_FRAMES_MAX_RETRIES; pass++) {
+        int bit =
+            n <= 64 ? claim_small_pass(f, chunk, n, align) : claim_large_pass(f, chunk, n, align);
+        if (bit >= 0)
+            return bit;
+        if (chunk_has_clear_bit(f, chunk))
+            return -ENOSPC;
+    }
+    return -EIO;
+}
+
+/*
+ * Reserve n frames of chunk for slot, then claim a run. If no run is found
+ * the count is given back, and the reservation too if this call made it, so
+ * that a chunk merely looked at is not left reserved.
+ * Returns 0, -ENOSPC (try another chunk) or -EIO.
+ */
+static int alloc_in_chunk(const mm_frames_t *f, uint32_t slot, uint32_t chunk, uint32_t n,
+                          uint32_t align, uint64_t *frame_out)
+{
+    bool was_ours = false;
+    int rc = reserve_frames(f, chunk, slot, n, &was_ours);
+    if (rc)
+        return rc;
+    int bit = claim_run(f, chunk, n, align);
+    if (bit >= 0) {
+        *frame_out = (uint64_t)chunk * MM_CHUNK_FRAMES + (uint32_t)bit;
+        return 0;
+    }
+    rc = raise_free_drop(f, chunk, n, was_ours ? 0 : slot);
+    return rc ? rc : bit;
+}
+
+/*
+ * Scan every chunk once from start for one to reserve. want_whole selects the
+ * pass: first chunks already reserved for this slot (an install hands them
+ * over that way) or partly used (so that wholly free chunks stay whole for the
+ * host to take), then the other wholly free ones. skip just failed.
+ */
+static int scan_chunks(const mm_frames_t *f, mm_frames_thread_t *t, uint32_t n, uint32_t align,
+                       uint32_t start, uint32_t skip, bool want_whole, uint64_t *frame_out)
+{
+    uint32_t count = f->chunk_count;
+
+    for (uint32_t i = 0, c = start; i < count; i++, c = c + 1 == count ? 0 : c + 1) {
+        uint64_t w = load_acquire(chunk_word(f, c));
+        uint32_t free_frames = mm_cw_free(w), res = mm_cw_reserver(w);
+        bool first_pass = free_frames < MM_CHUNK_FRAMES || res == t->slot;
+        if (c == skip || (w & (MM_CW_RECLAIMED | MM_CW_DISCARDABLE)) || free_frames < n ||
+            free_frames > MM_CHUNK_FRAMES || first_pass == want_whole ||
+            (res != 0 && res != t->slot))
+            continue;
+        int rc = alloc_in_chunk(f, t->slot, c, n, align, frame_out);
+        if (rc == -ENOSPC)
+            continue;
+        if (rc == 0 && t->chunk != c) {
+            if (t->chunk < count)
+                drop_reservation(f, t->chunk, t->slot);
+            t->chunk = c;
+        }
+        return rc;
+    }
+    return -ENOSPC;
+}
+
+/* ---- Client API -------------------------------------------------------- */
+
+int mm__frames_alloc(mm_frames_t *f, mm_frames_thread_t *t, uint32_t nframes, uint32_t align_frames,
+                     uint64_t *frame_out)
+{
+    if (!f || !t || !frame_out || f->chunk_count == 0 || nframes == 0 ||
+        nframes > MM_CHUNK_FRAMES || !is_pow2(align_frames) || align_frames > MM_CHUNK_FRAMES ||
+        t->slot == 0 || t->slot > MM_RESERVER_SLOTS)
+        return -EINVAL;
+
+    /* Threads without a chunk start apart, so that they do not collide. */
+    uint32_t start = (uint32_t)((uint64_t)(t->slot - 1) * f->chunk_count / MM_RESERVER_SLOTS);
+    uint32_t skip = UINT32_MAX;
+    if (t->chunk < f->chunk_count) {
+        int rc = alloc_in_chunk(f, t->slot, t->chunk, nframes, align_frames, frame_out);
+        if (rc != -ENOSPC)
+            return rc;
+        /* Reclaimed, reserved by another, too full or fragmented: let go. */
+        drop_reservation(f, t->chunk, t->slot);
+        start = skip = t->chunk;
+        t->chunk = UINT32_MAX;
+    }
+    int rc = scan_chunks(f, t, nframes, align_frames, start, skip, false, frame_out);
+    if (rc == -ENOSPC)
+        rc = scan_chunks(f, t, nframes, align_frames, start, skip, true, frame_out);
+    return rc;
+}
+
+/* Take all 512 frames of a wholly free, unreserved, granted chunk in one CAS. */
+static int take_whole_chunk(const mm_frames_t *f, uint32_t chunk, uint32_t slot)
+{
+    _Atomic uint64_t *cw = chunk_word(f, chunk);
+    uint64_t w = load_acquire(cw);
+
+    for (int i = 0; i < MM_FRAMES_MAX_RETRIES; i++) {
+        if ((w & (MM_CW_RECLAIMED | MM_CW_DISCARDABLE)) || mm_cw_free(w) != MM_CHUNK_FRAMES ||
+            (mm_cw_reserver(w) != 0 && mm_cw_reserver(w) != slot))
+            return -EBUSY;
+        /* The chunk is used up by the run: nobody keeps it reserved. */
+        if (cas_acq_rel(cw, &w, (w - MM_CHUNK_FRAMES) & ~MM_CW_RESERVER_MASK))
+            return 0;
+    }
+    return -EBUSY;
+}
+
+/*
+ * Chunks must be unreserved or reserved for slot (a run installed for this
+ * call comes back reserved for the caller, so the host leaves it alone until
+ * it is claimed); the claim clears the reservation. Every chunk's whole count is taken first, the tail chunk's too: were only
+ * tail_frames taken, another thread could claim the tail's bits before they
+ * are set here. Then bits are set, and the rest of the tail chunk is given
+ * back. A failure undoes what was done, bits before counts.
+ */
+int mm__frames_alloc_chunks(mm_frames_t *f, uint32_t first_chunk, uint32_t nchunks,
+                            uint32_t tail_frames, uint32_t slot)
+{
+    if (!f || tail_frames >= MM_CHUNK_FRAMES || (nchunks == 0 && tail_frames == 0))
+        return -EINVAL;
+    uint32_t total = nchunks + (tail_frames ? 1u : 0u);
+    if ((uint64_t)first_chunk + total > f->chunk_count)
+        return -EINVAL;
+
+    uint32_t taken = 0, marked = 0;
+    int rc = 0;
+    for (; taken < total; taken++)
+        if ((rc = take_whole_chunk(f, first_chunk + taken, slot)))
+            goto undo_counts;
+    for (; marked < total; marked++) {
+        uint32_t n = marked < nchunks ? MM_CHUNK_FRAMES : tail_frames;
+        if (!mark_bits(f, first_chunk + marked, 0, n)) {
+            rc = -EIO; /* the count said 512 free but a bit was set */
+            goto undo_bits;
+        }
+    }
+    /* Only our bits are set, so giving back the rest cannot pass 512. */
+    if (tail_frames)
+        raise_free(f, first_chunk + nchunks, MM_CHUNK_FRAMES - tail_frames);
+    return 0;
+
+undo_bits:
+    while (marked-- > 0)
+        unmark_bits(f, first_chunk + marked, 0, marked < nchunks ? MM_CHUNK_FRAMES : tail_frames);
+undo_counts:
+    while (taken-- > 0)
+        if (raise_free(f, first_chunk + taken, MM_CHUNK_FRAMES))
+            rc = -EIO;
+    return rc;
+}
+
+/* A chunk a multi-chunk run may use: installable, or free and unclaimed. */
+static bool run_candidate(const mm_frames_t *f, uint32_t chunk)
+{
+    uint64_t w = load_acquire(chunk_word(f, chunk));
+
+    if (w & MM_CW_RECLAIMED)
+        return true;
+    return mm_cw_free(w) == MM_CHUNK_FRAMES && mm_cw_reserver(w) == 0 && !(w & MM_CW_DISCARDABLE) &&
+           mm_cw_pins(w) == 0;
+}
+
+int mm__frames_find_run(const mm_frames_t *f, uint32_t nchunks, uint32_t hint,
+                        uint32_t *first_chunk)
+{
+    if (!f || !first_chunk || nchunks == 0)
+        return -EINVAL;
+    uint32_t count = f->chunk_count;
+    if (nchunks > count)
+        return -ENOSPC;
+    if (hint >= count)
+        hint = 0;
+
+    /* From hint to the end, then from 0 to where a run would reach hint. */
+    uint32_t begin[2] = {hint, 0};
+    uint32_t end[2] = {count, hint + nchunks - 1 < count ? hint + nchunks - 1 : count};
+    for (int pass = 0; pass < (hint ? 2 : 1); pass++) {
+        uint32_t run = 0;
+        for (uint32_t c = begin[pass]; c < end[pass]; c++) {
+            run = run_candidate(f, c) ? run + 1 : 0;
+            if (run == nchunks) {
+                *first_chunk = c + 1 - nchunks;
+                return 0;
+            }
+        }
+    }
+    return -ENOSPC;
+}
+
+/* True if every frame of [first, first + n) has its bit set. */
+static bool range_allocated(const mm_frames_t *f, uint64_t first, uint64_t n)
+{
+    uint64_t end = first + n;
+
+    for (uint64_t b = first; b < end;) {
+        uint64_t gw = b / 64;
+        uint32_t lo = (uint32_t)(b % 64);
+        uint32_t hi = end - gw * 64 < 64 ? (uint32_t)(end - gw * 64) : 64;
+        uint64_t mask = range_mask(lo, hi);
+        if ((load_acquire(&f->bitmaps[gw]) & mask) != mask)
+            return false;
+        b = gw * 64 + hi;
+    }
+    return true;
+}
+
+/*
+ * The range is checked first, so a plain bad free changes nothing. A double
+ * free racing this one can still clear some bits first: then only the bits
+ * this call really cleared are counted back, and -EINVAL is returned.
+ */
+int mm__frames_free(mm_frames_t *f, uint64_t first_frame, uint64_t nframes)
+{
+    uint64_t total = f ? (uint64_t)f->chunk_count * MM_CHUNK_FRAMES : 0;
+    if (!f || nframes == 0 || first_frame >= total || nframes > total - first_frame ||
+        !range_allocated(f, first_frame, nframes))
+        return -EINVAL;
+
+    uint64_t end = first_frame + nframes;
+    bool lost_race = false;
+    int rc = 0;
+    for (uint64_t b = first_frame; b < end;) {
+        uint32_t chunk = (uint32_t)(b / MM_CHUNK_FRAMES);
+        uint64_t chunk_end = (uint64_t)(chunk + 1) * MM_CHUNK_FRAMES;
+        uint32_t cleared = 0;
+        for (; b < end && b < chunk_end;) {
+            uint64_t gw = b / 64;
+            uint32_t lo = (uint32_t)(b % 64);
+            uint32_t hi = end - gw * 64 < 64 ? (uint32_t)(end - gw * 64) : 64;
+            uint64_t mask = range_mask(lo, hi);
+            uint64_t old = fetch_and_acq_rel(&f->bitmaps[gw], ~mask);
+            cleared += (uint32_t)__builtin_popcountll(old & mask);
+            lost_race |= (old & mask) != mask;
+            b = gw * 64 + hi;
+        }
+        /* Bits of this chunk are clear: only now may its count rise. */
+        if (cleared && raise_free(f, chunk, cleared))
+            rc = -EIO;
+    }
+    if (rc)
+        return rc;
+    return lost_race ? -EINVAL : 0;
+}
+
+void mm__frames_unreserve(mm_frames_t *f, mm_frames_thread_t *t)
+{
+    if (!f || !t)
+        return;
+    if (t->chunk < f->chunk_count)
+        drop_reservation(f, t->chunk, t->slot);
+    t->chunk = UINT32_MAX;
+}
+
+/* ---- Host API ---------------------------------------------------------- */
+
+/* The word allows reclaim: it says wholly free, unflagged, unpinned. */
+static bool word_reclaimable(uint64_t w, bool steal_reserved)
+{
+    return mm_cw_free(w) == MM_CHUNK_FRAMES && !(w & (MM_CW_RECLAIMED | MM_CW_DISCARDABLE)) &&
+           mm_cw_pins(w) == 0 && (mm_cw_reserver(w) == 0 || steal_reserved);
+}
+
+/*
+ * The bitmap is read after the word: an honest allocation lowers the count
+ * before it sets a bit, so a bit set after our read makes the CAS fail; a
+ * client that sets bits without the count only loses its own frames.
+ */
+bool mm__frames_try_reclaim(mm_frames_t *f, uint32_t chunk, bool steal_reserved)
+{
+    if (!f || chunk >= f->chunk_count)
+        return false;
+    _Atomic uint64_t *cw = chunk_word(f, chunk);
+    uint64_t w = load_acquire(cw);
+
+    for (int i = 0; i < MM_FRAMES_MAX_RETRIES; i++) {
+        if (!word_reclaimable(w, steal_reserved))
+            return false;
+        for (uint32_t b = 0; b < MM_CHUNK_BITMAP_WORDS; b++)
+            if (load_acquire(bitmap_word(f, chunk, b)) != 0)
+                return false;
+        if (cas_acq_rel(cw, &w, reclaimed_word(next_gen(w))))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * The bitmap is cleared before the word is published with release order, so
+ * an allocator that sees the new word sees clear bits. A plain store (not a
+ * CAS) because the host owns a reclaimed chunk: no honest client writes it.
+ */
+void mm__frames_install(mm_frames_t *f, uint32_t chunk, uint32_t slot)
+{
+    if (!f || chunk >= f->chunk_count)
+        return;
+    if (slot > MM_RESERVER_SLOTS)
+        slot = 0; /* not a slot: install unreserved rather than corrupt the word */
+    for (uint32_t b = 0; b < MM_CHUNK_BITMAP_WORDS; b++)
+        store_release(bitmap_word(f, chunk, b), 0);
+    _Atomic uint64_t *cw = chunk_word(f, chunk);
+    uint64_t w = load_acquire(cw);
+    store_release(cw, next_gen(w) | ((uint64_t)slot << MM_CW_RESERVER_SHIFT) | MM_CHUNK_FRAMES);
+}
+
+/*
+ * CAS first, like every host write; if the client keeps flipping the word
+ * past the bound, a store ends it (the host owns a reclaimed chunk's word).
+ * The bitmap is left alone: install clears it before the chunk is used.
+ */
+bool mm__frames_repair_reclaimed(mm_frames_t *f, uint32_t chunk)
+{
+    if (!f || chunk >= f->chunk_count)
+        return false;
+    _Atomic uint64_t *cw = chunk_word(f, chunk);
+    uint64_t w = load_acquire(cw);
+
+    for (int i = 0; i < MM_FRAMES_MAX_RETRIES; i++) {
+        if (w == reclaimed_word(w & GEN_MASK))
+            return false;
+        if (cas_acq_rel(cw, &w, reclaimed_word(next_gen(w))))
+            return true;
+    }
+    store_release(cw, reclaimed_word(next_gen(w)));
+    return true;
+}
+
+uint32_t mm__frames_chunk_free(const mm_frames_t *f, uint32_t chunk)
+{
+    if (!f || chunk >= f->chunk_count)
+        return 0;
+    uint64_t w = load_acquire(chunk_word(f, chunk));
+    if ((w & MM_CW_RECLAIMED) || mm_cw_free(w) > MM_CHUNK_FRAMES)
+        return 0;
+    return mm_cw_free(w);
+}
+
+/* Out-of-range chunks are not reclaimed: they do not exist. */
+bool mm__frames_chunk_reclaimed(const mm_frames_t *f, uint32_t chunk)
+{
+    if (!f || chunk >= f->chunk_count)
+        return false;
+    return (load_acquire(chunk_word(f, chunk)) & MM_CW_RECLAIMED) != 0;
+}
+
+/* ---- Layout ------------------------------------------------------------ */
+
+/*
+ * Relaxed stores: nobody else maps the state yet; handing the fd over (a
+ * syscall) orders them before any peer's reads. The bitmaps are not written
+ * (the caller passes zeroed memory, and writing would make every page of a
+ * fresh memfd resident).
+ */
+void mm__frames_format(void *shared, uint64_t region_bytes, uint32_t chunk_count)
+{
+    mm_control_t *ctl = shared;
+
+    ctl->magic = MM_SHARED_MAGIC;
+    ctl->layout_version = MM_LAYOUT_VERSION;
+    ctl->chunk_count = chunk_count;
+    ctl->reserved0 = 0;
+    ctl->region_bytes = region_bytes;
+    ctl->chunk_words_offset = MM_CONTROL_BYTES;
+    ctl->bitmap_offset = bitmap_offset_for(chunk_count);
+    ctl->shared_bytes = mm_shared_bytes(chunk_count);
+
+    _Atomic uint64_t *words = (_Atomic uint64_t *)((char *)shared + MM_CONTROL_BYTES);
+    for (uint32_t c = 0; c < chunk_count; c++)
+        store_relaxed(&words[c], reclaimed_word(0));
+}
+
+/*
+ * The geometry is copied out once and only the copy is checked and used, so
+ * a peer rewriting the control block cannot change it between check and use.
+ */
+int mm__frames_view(mm_frames_t *f, void *shared, uint64_t shared_bytes, uint64_t region_bytes)
+{
+    if (!f || !shared || ((uintptr_t)shared % 64) != 0)
+        return -EINVAL;
+    if (shared_bytes < MM_CONTROL_BYTES)
+        return -EPROTO;
+
+    mm_control_t geo;
+    memcpy(&geo, shared, offsetof(mm_control_t, pad0));
+    uint64_t max_chunks = MM_REGION_MAX_BYTES / MM_CHUNK_SIZE;
+    if (geo.magic != MM_SHARED_MAGIC || geo.layout_version != MM_LAYOUT_VERSION ||
+        geo.chunk_count == 0 || geo.chunk_count > max_chunks)
+        return -EPROTO;
+    uint64_t chunks = geo.chunk_count;
+    uint64_t bitmap_end = geo.bitmap_offset + chunks * MM_CHUNK_BITMAP_WORDS * 8;
+    if (geo.region_bytes != region_bytes || region_bytes != chunks * MM_CHUNK_SIZE ||
+        geo.shared_bytes != shared_bytes || shared_bytes != mm_shared_bytes(geo.chunk_count) ||
+        geo.chunk_words_offset != MM_CONTROL_BYTES ||
+        geo.bitmap_offset != bitmap_offset_for(geo.chunk_count) || bitmap_end > shared_bytes)
+        return -EPROTO;
+
+    f->chunk_words = (_Atomic uint64_t *)((char *)shared + geo.chunk_words_offset);
+    f->bitmaps = (_Atomic uint64_t *)((char *)shared + geo.bitmap_offset);
+    f->chunk_count = geo.chunk_count;
+    return 0;
+}
+
+void mm__frames_view_raw(mm_frames_t *f, _Atomic uint64_t *chunk_words, _Atomic uint64_t *bitmaps,
+                         uint32_t chunk_count)
+{
+    f->chunk_words = chunk_words;
+    f->bitmaps = bitmaps;
+    f->chunk_count = chunk_count;
+}
