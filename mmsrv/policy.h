@@ -3,11 +3,12 @@
  * and per client its demand, reservation, limit and weight) to targets, kept
  * apart from the mechanism that enforces them.
  *
- * Targets are a weighted max-min fair share of capacity over demand: every
- * client first gets min(demand, reservation); the rest is filled like water,
- * each client rising in proportion to its weight until it reaches its demand
- * or limit. Invariants on return: reservation-capped <= target <= min(demand,
- * limit), and sum(target) <= capacity unless reservations alone exceed it.
+ * Targets are a weighted max-min fair share of capacity over demand, filled
+ * like water: each client rises in proportion to its weight until it reaches
+ * its demand or limit, and never stands below its reservation (a floor, not
+ * an addition). Invariants on return: min(reservation, demand, limit) <=
+ * target <= min(demand, limit), and sum(target) <= capacity unless
+ * reservations alone exceed it.
  */
 #ifndef MM_POLICY_H
 #define MM_POLICY_H

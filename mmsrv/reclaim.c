@@ -401,6 +401,8 @@ int mm__install(mm_server_t *s, mm_host_client_t *c, uint32_t slot, const uint32
     uint32_t asked = 0;
     for (uint32_t i = 0; i < n; i++)
         asked += host_reclaimed(c, chunks[i]);
+    if (asked == 0)
+        return -EALREADY; /* all granted already, e.g. to another thread */
     c->unmet_bytes = (uint64_t)asked * MM_CHUNK_SIZE;
     mm__policy_update(s);
     uint32_t target = chunks_of(c->target_bytes);

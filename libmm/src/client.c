@@ -161,6 +161,33 @@ static int hello(mm_client_t *c, const mm_client_opts_t *o)
     return 0;
 }
 
+/* Map fd's bytes at a chunk-aligned address, so that alignments up to a
+ * chunk hold for addresses and not just for offsets in the region. */
+static void *map_aligned(int fd, uint64_t bytes)
+{
+    uint8_t *span = mmap(NULL, bytes + MM_CHUNK_SIZE, PROT_NONE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (span == MAP_FAILED)
+        return MAP_FAILED;
+    uint8_t *base =
+        (uint8_t *)(((uintptr_t)span + MM_CHUNK_SIZE - 1) & ~(uintptr_t)(MM_CHUNK_SIZE - 1));
+    void *got =
+        mmap(base, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE | MAP_FIXED, fd, 0);
+    int err = errno;
+    /* Give back the unused ends of the span (or all of it on failure). */
+    if (got == MAP_FAILED) {
+        munmap(span, bytes + MM_CHUNK_SIZE);
+        errno = err;
+        return MAP_FAILED;
+    }
+    if (base > span)
+        munmap(span, (size_t)(base - span));
+    size_t tail = (size_t)(span + bytes + MM_CHUNK_SIZE - (base + bytes));
+    if (tail)
+        munmap(base + bytes, tail);
+    return base;
+}
+
 /* Map shared state and region, both checked and kept out of forked children
  * (a child's second mapping could fill holes the host punched). */
 static int map_client(mm_client_t *c)
@@ -178,8 +205,7 @@ static int map_client(mm_client_t *c)
     err = mm__frames_view(&c->frames, c->shared, c->shared_bytes, c->region_bytes);
     if (err < 0)
         return err;
-    void *base = mmap(NULL, c->region_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-                      c->fds[MM_FD_REGION], 0);
+    void *base = map_aligned(c->fds[MM_FD_REGION], c->region_bytes);
     if (base == MAP_FAILED)
         return -errno;
     c->base = base;
@@ -362,7 +388,8 @@ static int install_chunks(mm_client_t *c, uint32_t slot, const uint32_t *chunks,
     return granted > 0 ? granted : (err < 0 ? err : -ENOMEM);
 }
 
-/* Find one reclaimed chunk and install it for this thread. */
+/* Find one reclaimed chunk and install it for this thread. Returns 0 also
+ * when another thread installed that chunk first: the caller tries again. */
 static int install_one(mm_client_t *c, mm_frames_thread_t *t)
 {
     for (uint32_t i = 0; i < c->frames.chunk_count; i++) {
@@ -371,6 +398,8 @@ static int install_one(mm_client_t *c, mm_frames_thread_t *t)
         int n = install_chunks(c, t->slot, &i, 1);
         if (n > 0)
             t->chunk = i;
+        if (n < 0 && !mm__frames_chunk_reclaimed(&c->frames, i))
+            return 0;
         return n < 0 ? n : 0;
     }
     return -ENOMEM; /* the whole region is granted and full */
@@ -403,7 +432,6 @@ static int alloc_chunks(mm_client_t *c, uint64_t nframes, uint64_t align, void *
     uint32_t nchunks = (uint32_t)(nframes / MM_CHUNK_FRAMES);
     uint32_t tail = (uint32_t)(nframes % MM_CHUNK_FRAMES);
     uint32_t span = nchunks + (tail ? 1 : 0);
-    uint32_t align_chunks = align > MM_CHUNK_SIZE ? (uint32_t)(align / MM_CHUNK_SIZE) : 1;
     uint32_t *want = malloc(span * sizeof *want);
     if (!want)
         return -ENOMEM;
@@ -414,8 +442,9 @@ static int alloc_chunks(mm_client_t *c, uint64_t nframes, uint64_t align, void *
         err = mm__frames_find_run(&c->frames, span, hint, &first);
         if (err < 0)
             break;
-        if (first % align_chunks) {
-            hint = (first / align_chunks + 1) * align_chunks;
+        uintptr_t at = (uintptr_t)c->base + (uintptr_t)first * MM_CHUNK_SIZE;
+        if (at % align) { /* the base is chunk-aligned: step to the next aligned chunk */
+            hint = first + (uint32_t)((align - at % align) / MM_CHUNK_SIZE);
             attempt--; /* moving to an aligned start is not a failed attempt */
             continue;
         }

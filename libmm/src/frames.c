@@ -425,10 +425,10 @@ static int take_whole_chunk(const mm_frames_t *f, uint32_t chunk, uint32_t slot)
 /*
  * Chunks must be unreserved or reserved for slot (a run installed for this
  * call comes back reserved for the caller, so the host leaves it alone until
- * it is claimed); the claim clears the reservation. Every chunk's whole count is taken first, the tail chunk's too: were only
- * tail_frames taken, another thread could claim the tail's bits before they
- * are set here. Then bits are set, and the rest of the tail chunk is given
- * back. A failure undoes what was done, bits before counts.
+ * it is claimed); the claim clears the reservation. Every chunk's whole count is taken first, the
+ * tail chunk's too: were only tail_frames taken, another thread could claim the tail's bits before
+ * they are set here. Then bits are set, and the rest of the tail chunk is given back. A failure
+ * undoes what was done, bits before counts.
  */
 int mm__frames_alloc_chunks(mm_frames_t *f, uint32_t first_chunk, uint32_t nchunks,
                             uint32_t tail_frames, uint32_t slot)

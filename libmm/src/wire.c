@@ -95,9 +95,11 @@ int mm__msg_check(const void *buf, size_t len)
     case MM_MSG_INSTALL:
         err = check_counted(((const mm_msg_install_t *)buf)->count, hdr->length, 0);
         break;
-    case MM_MSG_INSTALL_REPLY:
-        err = check_counted(((const mm_msg_install_reply_t *)buf)->count, hdr->length, 1);
+    case MM_MSG_INSTALL_REPLY: {
+        const mm_msg_install_reply_t *r = buf;
+        err = r->status > 0 ? -EINVAL : check_counted(r->count, hdr->length, 1);
         break;
+    }
     case MM_MSG_ERROR: {
         const mm_msg_error_t *e = buf;
         if (e->status >= 0 || check_text(e->text, sizeof e->text, 1) < 0)

@@ -62,7 +62,7 @@ static size_t make_install(msg_buf_t *b, uint16_t type, uint32_t count)
     memset(b, 0, sizeof *b);
     uint32_t len = mm__msg_install_length(count);
     mm__msg_init(&b->hdr, type, len, 9);
-    b->install.slot = 1;
+    b->install.slot = type == MM_MSG_INSTALL ? 1 : 0; /* a reply's status */
     b->install.count = count;
     /* Both counted layouts put count and chunks at the same offsets. */
     uint32_t *chunks = (uint32_t *)(b->bytes + offsetof(mm_msg_install_t, chunks));
@@ -304,6 +304,14 @@ Test(wire, einval_when_install_reply_count_exceeds_max)
 {
     msg_buf_t b;
     size_t len = make_install(&b, MM_MSG_INSTALL_REPLY, MM_INSTALL_MAX + 1);
+    cr_assert_eq(mm__msg_check(&b, len), -EINVAL);
+}
+
+Test(wire, einval_when_install_reply_status_is_positive)
+{
+    msg_buf_t b;
+    size_t len = make_install(&b, MM_MSG_INSTALL_REPLY, 1);
+    b.install.slot = 5; /* the reply's status: 0 or a negative errno only */
     cr_assert_eq(mm__msg_check(&b, len), -EINVAL);
 }
 
