@@ -291,7 +291,7 @@ int mm__proc_run(char *const argv[], char **out, int timeout_ms, int *status)
 {
     int64_t deadline = deadline_after(timeout_ms);
     char *text = NULL;
-    mm_proc_t p;
+    mm_proc_t p = {.out_fd = -1};
     int rc, wrc;
 
     rc = mm__proc_spawn(&p, argv, out != NULL);
@@ -366,7 +366,7 @@ int mm__wait_socket(const char *path, int timeout_ms)
         return -EINVAL;
     if (strlen(path) >= sizeof(addr.sun_path))
         return -ENAMETOOLONG;
-    strcpy(addr.sun_path, path);
+    memcpy(addr.sun_path, path, strlen(path) + 1); /* length checked above */
     for (;;) {
         rc = try_connect(&addr, type);
         if (rc == -EPROTOTYPE && type == SOCK_STREAM) {

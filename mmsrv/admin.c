@@ -95,11 +95,11 @@ static json_t *do_capacity(mm_server_t *s, const char *arg)
     uint64_t taken = mm__reclaim(s);
     uint64_t ns = mm__now_ns() - t0;
     log_info("capacity set to %llu MiB: reclaimed %llu MiB in %.1f ms",
-             (unsigned long long)(bytes >> 20), (unsigned long long)(taken >> 20), ns / 1e6);
+             (unsigned long long)(bytes >> 20), (unsigned long long)(taken >> 20), (double)ns / 1e6);
     return json_pack("{s:I, s:I, s:I, s:I, s:f}", "capacity_bytes", (json_int_t)bytes,
                      "reclaimed_bytes", (json_int_t)taken, "granted_bytes",
                      (json_int_t)mm__total_granted(s), "resident_bytes",
-                     (json_int_t)mm__total_resident(s), "reclaim_ms", ns / 1e6);
+                     (json_int_t)mm__total_resident(s), "reclaim_ms", (double)ns / 1e6);
 }
 
 static json_t *execute(mm_server_t *s, char *line)

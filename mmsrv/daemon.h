@@ -79,6 +79,7 @@ typedef struct mm_host_client {
 
     /* Revocation in flight (one at a time). */
     uint64_t revoke_seq;
+    uint64_t revoke_bytes;
     uint64_t revoke_deadline_ns;
     bool revoke_pending;
 

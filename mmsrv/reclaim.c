@@ -194,7 +194,7 @@ void mm__reclaim_pool_stop(mm_server_t *s)
  * frees the array. Loop thread only. */
 static mm_host_client_t **client_list(mm_server_t *s, size_t *n)
 {
-    mm_host_client_t **list = calloc(s->nclients ? s->nclients : 1, sizeof *list);
+    mm_host_client_t **list = calloc(s->nclients ? s->nclients : 1, sizeof(mm_host_client_t *));
     struct cds_lfht_iter iter;
     mm_host_client_t *c;
     *n = 0;
@@ -354,6 +354,7 @@ static void post_revocations(mm_server_t *s, mm_host_client_t *except, uint32_t 
         uint64_t bytes = granted_of(c) - c->target_bytes;
         mm_control_t *ctl = c->ctl;
         c->revoke_seq++;
+        c->revoke_bytes = bytes;
         c->revoke_deadline_ns = now + REVOKE_BASE_NS + (bytes >> 20) * REVOKE_NS_PER_MIB;
         c->revoke_pending = true;
         atomic_store_explicit(&ctl->revoke_bytes, bytes, memory_order_relaxed);

@@ -360,7 +360,10 @@ void mm__client_on_bell(mm_server_t *s, mm_host_client_t *c)
     uint64_t acked = atomic_load_explicit(&c->ctl->ack_seq, memory_order_acquire);
     if (acked != c->revoke_seq)
         return;
+    /* The client's word, capped at what was asked: only a report. */
     uint64_t given = atomic_load_explicit(&c->ctl->ack_bytes, memory_order_relaxed);
+    if (given > c->revoke_bytes)
+        given = c->revoke_bytes;
     c->revoke_pending = false;
     c->revoked_bytes_total += given;
     log_debug("client %u: revocation %llu answered, %llu bytes given", c->id,
