@@ -170,12 +170,13 @@ static void conn_reply(mm_server_t *s, admin_conn_t *a, json_t *reply)
         return;
     }
     a->out_len = strlen(text) + 1;
-    a->out = realloc(text, a->out_len + 1);
-    if (!a->out) {
+    char *grown = realloc(text, a->out_len + 1);
+    if (!grown) {
         free(text);
         conn_close(s, a);
         return;
     }
+    a->out = grown;
     a->out[a->out_len - 1] = '\n';
     struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = &a->w};
     epoll_ctl(s->epfd, EPOLL_CTL_MOD, a->fd, &ev);

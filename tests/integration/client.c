@@ -29,42 +29,7 @@
 #include <mm/mm.h>
 
 #include "bench.h"
-
-#define CHUNK ((size_t)MM_CHUNK_SIZE)
-#define FRAME ((size_t)MM_FRAME_SIZE)
-
-static mm_bench_daemon_t daemon_;
-
-static void start_daemon(const char *capacity)
-{
-    cr_assert_eq(mm__bench_daemon_start(&daemon_, capacity,
-                                        getenv("MM_TEST_LOG") ? getenv("MM_TEST_LOG") : "warn"),
-                 0, "mmsrv starts");
-}
-
-static void stop_daemon(void)
-{
-    mm__bench_daemon_stop(&daemon_);
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static mm_client_t *open_client(const char *name, uint64_t max_bytes, unsigned flags)
-{
-    mm_client_opts_t o;
-    mm_client_opts_init(&o);
-    o.name = name;
-    o.max_bytes = max_bytes;
-    o.flags = flags;
-    mm_client_t *c = NULL;
-    int err = mm_client_open(daemon_.sock, &o, &c);
-    cr_assert_eq(err, 0, "client opens: %s", mm_strerror(err));
-    return c;
-}
+#include "common.h"
 
 /* The daemon's entry for client id in `mmctl --json status` (a new
  * reference the caller drops), or NULL if it is not listed. */

@@ -19,43 +19,9 @@
 #include <mm/mm.h>
 
 #include "bench.h"
+#include "common.h"
 #include "platform.h"
 #include "wire.h"
-
-#define CHUNK ((size_t)MM_CHUNK_SIZE)
-
-static mm_bench_daemon_t daemon_;
-
-static void start_daemon(const char *capacity)
-{
-    cr_assert_eq(mm__bench_daemon_start(&daemon_, capacity,
-                                        getenv("MM_TEST_LOG") ? getenv("MM_TEST_LOG") : "warn"),
-                 0, "mmsrv starts");
-}
-
-static void stop_daemon(void)
-{
-    mm__bench_daemon_stop(&daemon_);
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static mm_client_t *open_client(const char *name, uint64_t max_bytes, unsigned flags)
-{
-    mm_client_opts_t o;
-    mm_client_opts_init(&o);
-    o.name = name;
-    o.max_bytes = max_bytes;
-    o.flags = flags;
-    mm_client_t *c = NULL;
-    int err = mm_client_open(daemon_.sock, &o, &c);
-    cr_assert_eq(err, 0, "client opens: %s", mm_strerror(err));
-    return c;
-}
 
 /* Allocate n whole chunks, write to every page, return them in out. */
 static void alloc_chunks(mm_client_t *c, size_t n, void **out)

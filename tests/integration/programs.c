@@ -30,10 +30,10 @@
 #include <mm/mm.h>
 
 #include "bench.h"
+#include "common.h"
 
 #define RUN_TIMEOUT_MS 20000
 
-static mm_bench_daemon_t daemon_;
 static char tmpdir_[64]; /* a test's own scratch directory, or "" */
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -53,13 +53,6 @@ static void cleanup(void)
 }
 
 TestSuite(programs, .init = NULL, .fini = cleanup, .timeout = 120);
-
-static void start_daemon(const char *capacity)
-{
-    cr_assert_eq(mm__bench_daemon_start(&daemon_, capacity,
-                                        getenv("MM_TEST_LOG") ? getenv("MM_TEST_LOG") : "warn"),
-                 0, "mmsrv starts");
-}
 
 static const char *make_tmpdir(void)
 {

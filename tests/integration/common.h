@@ -1,0 +1,25 @@
+/*
+ * Helpers shared by the integration tests: one throw-away daemon per test
+ * (stopped by the suite's .fini), clients opened against it, short sleeps.
+ */
+#ifndef MM_TEST_COMMON_H
+#define MM_TEST_COMMON_H
+
+#include <mm/mm.h>
+
+#include "bench.h"
+
+#define CHUNK ((size_t)MM_CHUNK_SIZE)
+#define FRAME ((size_t)MM_FRAME_SIZE)
+
+/* The test's daemon; its log level comes from $MM_TEST_LOG (default warn). */
+extern mm_bench_daemon_t daemon_;
+
+void start_daemon(const char *capacity);
+void stop_daemon(void);
+void sleep_ms(long ms);
+
+/* Open a client on the test's daemon; the test fails if it cannot. */
+mm_client_t *open_client(const char *name, uint64_t max_bytes, unsigned flags);
+
+#endif /* MM_TEST_COMMON_H */
