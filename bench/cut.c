@@ -11,7 +11,12 @@
  *
  * cut_ms is an upper bound on the daemon's own reaction: it includes
  * starting the mmctl process that lowers the capacity, starting the mmctl
- * processes that poll the status, and the 5 ms polling interval.
+ * processes that poll the status, and the 5 ms polling interval. The
+ * daemon's own time for the reclaim pass, as its reply states, is
+ * daemon_reclaim_ms. The floor, measured in the same repetition, is what the
+ * kernel itself needs for the same bytes: one fallocate(PUNCH_HOLE) of 272
+ * MiB out of a populated 400 MiB memfd (system "floor", metric cut_ms), and
+ * cut_vs_floor is the median of the per-repetition ratios.
  */
 #include "bench.h"
 
@@ -19,12 +24,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "platform.h"
 
 #define CUT_CAPACITY     "512M"
 #define CUT_TARGET       "128M"
 #define CUT_TARGET_BYTES (128 * MM_MIB)
 #define CUT_TIMEOUT_MS   10000
 #define CUT_HOLDS        2
+#define FLOOR_HELD_BYTES (400 * MM_MIB) /* what the two clients hold */
+#define FLOOR_CUT_BYTES  (272 * MM_MIB) /* what the host must take back */
 
 /* One repetition's outcome. ran: the clients were started, so intact
  * means something; measured: the target was reached, so cut_ms and
@@ -34,8 +45,31 @@ struct cut_sample {
     bool measured;
     bool intact;
     double cut_ms;
+    double daemon_reclaim_ms;
     double resident_after_bytes;
+    double floor_ms; /* < 0: not measured */
 };
+
+/* The floor: one bulk punch of the bytes the daemon must take back, out of a
+ * memfd populated as the clients' regions are. */
+static double measure_floor(void)
+{
+    int fd = mm__memfd_create_sealed("mmbench-floor", FLOOR_HELD_BYTES);
+    double ms = -1;
+    if (fd < 0)
+        return ms;
+    void *p = mmap(NULL, FLOOR_HELD_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p != MAP_FAILED) {
+        if (mm__populate_write(p, FLOOR_HELD_BYTES) == 0) {
+            uint64_t t0 = mm__bench_now_ns();
+            if (mm__punch(fd, 0, FLOOR_CUT_BYTES) == 0)
+                ms = (double)(mm__bench_now_ns() - t0) / 1e6;
+        }
+        munmap(p, FLOOR_HELD_BYTES);
+    }
+    close(fd);
+    return ms;
+}
 
 static int start_holds(const mm_bench_daemon_t *d, mm_proc_t holds[CUT_HOLDS])
 {
@@ -57,16 +91,19 @@ static int start_holds(const mm_bench_daemon_t *d, mm_proc_t holds[CUT_HOLDS])
 /* Lower the capacity and wait for residency to follow. */
 static int cut_measure(const mm_bench_daemon_t *d, struct cut_sample *s)
 {
-    static const char *const args[] = {"capacity", CUT_TARGET, NULL};
+    static const char *const args[] = {"--json", "capacity", CUT_TARGET, NULL};
     uint64_t t0 = mm__bench_now_ns();
-    json_t *status;
+    json_t *status, *reply;
     char *confirmation;
     int rc;
 
     rc = mm__bench_ctl(d, args, &confirmation);
     if (rc < 0)
         return rc;
-    free(confirmation); /* Captured only to keep the table clean. */
+    reply = json_loads(confirmation, 0, NULL);
+    s->daemon_reclaim_ms = json_number_value(json_object_get(reply, "reclaim_ms"));
+    json_decref(reply);
+    free(confirmation);
     rc = mm__bench_wait_resident(d, CUT_TARGET_BYTES, CUT_TIMEOUT_MS, &status);
     if (rc < 0) {
         fprintf(stderr, "mmbench cut: resident bytes not under %s: %s\n", CUT_TARGET,
@@ -113,6 +150,7 @@ static int cut_rep(struct cut_sample *s)
     }
     s->ran = true;
     rc = cut_measure(&d, s);
+    s->floor_ms = measure_floor();
     rc_stop = stop_holds(holds, &s->intact);
     if (rc == 0)
         rc = rc_stop;
@@ -122,16 +160,27 @@ static int cut_rep(struct cut_sample *s)
     return rc;
 }
 
+/* Median row of the first n samples, unless there are none. */
+static int add_median(mm_results_t *res, const char *system, const char *metric, const char *unit,
+                      const double *v, size_t n)
+{
+    if (n == 0)
+        return 0;
+    return mm__results_add_median(res, &(mm_result_row_t){"cut", system, metric, unit}, v, n, NULL,
+                                  0);
+}
+
 static int cut_report(mm_results_t *res, const struct cut_sample *s, int reps)
 {
-    double *ms = calloc((size_t)reps, sizeof(*ms));
-    double *after = calloc((size_t)reps, sizeof(*after));
+    double *v = calloc((size_t)reps * 5, sizeof(*v));
+    double *ms = v, *after = v + reps, *daemon = v + 2 * reps, *floor = v + 3 * reps,
+           *ratio = v + 4 * reps;
     double intact = 1;
-    size_t n = 0, ran = 0;
-    int rc = -ENOMEM;
+    size_t n = 0, nf = 0, ran = 0;
+    int rc = 0;
 
-    if (ms == NULL || after == NULL)
-        goto out;
+    if (v == NULL)
+        return -ENOMEM;
     for (int i = 0; i < reps; i++) {
         ran += s[i].ran;
         if (s[i].ran && !s[i].intact)
@@ -139,24 +188,27 @@ static int cut_report(mm_results_t *res, const struct cut_sample *s, int reps)
         if (!s[i].measured)
             continue;
         ms[n] = s[i].cut_ms;
+        daemon[n] = s[i].daemon_reclaim_ms;
         after[n++] = s[i].resident_after_bytes;
+        if (s[i].floor_ms > 0) {
+            floor[nf] = s[i].floor_ms;
+            ratio[nf++] = s[i].cut_ms / s[i].floor_ms;
+        }
     }
-    rc = 0;
-    if (n > 0) {
-        rc = mm__results_add_median(res, &(mm_result_row_t){"cut", "mm", "cut_ms", "ms"}, ms, n,
-                                    NULL, 0);
-        if (rc == 0)
-            rc = mm__results_add_median(
-                res, &(mm_result_row_t){"cut", "mm", "resident_after_bytes", "bytes"}, after, n,
-                NULL, 0);
-    }
+    rc = add_median(res, "mm", "cut_ms", "ms", ms, n);
+    if (rc == 0)
+        rc = add_median(res, "mm", "daemon_reclaim_ms", "ms", daemon, n);
+    if (rc == 0)
+        rc = add_median(res, "mm", "resident_after_bytes", "bytes", after, n);
+    if (rc == 0)
+        rc = add_median(res, "floor", "cut_ms", "ms", floor, nf);
+    if (rc == 0)
+        rc = add_median(res, "mm", "cut_vs_floor", "ratio", ratio, nf);
     /* Data that was never written cannot be intact or damaged: no row. */
     if (rc == 0 && ran > 0)
         rc = mm__results_add(res, &(mm_result_row_t){"cut", "mm", "data_intact", "bool"}, intact,
                              &(mm_result_key_t){"reps", (int64_t)ran}, 1);
-out:
-    free(ms);
-    free(after);
+    free(v);
     return rc;
 }
 
@@ -164,7 +216,9 @@ static void cut_log(const struct cut_sample *s, int i, int reps, int rc)
 {
     fprintf(stderr, "mmbench cut: rep %d/%d: ", i + 1, reps);
     if (s->measured)
-        fprintf(stderr, "%.1f ms, resident after %.1f MiB, data %s\n", s->cut_ms,
+        fprintf(stderr,
+                "%.1f ms (daemon %.1f ms, floor %.1f ms), resident after %.1f MiB, data %s\n",
+                s->cut_ms, s->daemon_reclaim_ms, s->floor_ms,
                 s->resident_after_bytes / (double)MM_MIB, s->intact ? "intact" : "DAMAGED");
     else
         fprintf(stderr, "failed: %s\n", strerror(-rc));
