@@ -230,7 +230,7 @@ static void on_readable(mm_server_t *s, admin_conn_t *a)
 static void on_writable(mm_server_t *s, admin_conn_t *a)
 {
     while (a->out_off < a->out_len) {
-        ssize_t n = write(a->fd, a->out + a->out_off, a->out_len - a->out_off);
+        ssize_t n = send(a->fd, a->out + a->out_off, a->out_len - a->out_off, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EAGAIN)
                 return;

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <grp.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -191,6 +192,8 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    /* A peer that hangs up must cost an EPIPE, never the daemon. */
+    signal(SIGPIPE, SIG_IGN);
     rcu_register_thread();
     mm_server_t s;
     int err = mm__server_init(&s, &o.cfg);

@@ -42,9 +42,15 @@ static int request(const char *path, const char *req, char **out)
     size_t len = 0, cap = 4096;
     char *buf = malloc(cap);
     int err = 0;
-    if (!buf || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
-        write(fd, req, strlen(req)) != (ssize_t)strlen(req))
-        err = buf ? -errno : -ENOMEM;
+    if (!buf)
+        err = -ENOMEM;
+    else if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+        err = -errno;
+    /* A refusing daemon may answer and close before reading the request:
+     * read its answer even when the send fails. */
+    else if (send(fd, req, strlen(req), MSG_NOSIGNAL) < 0 && errno != EPIPE &&
+             errno != ECONNRESET)
+        err = -errno;
     while (err == 0) {
         if (len + 1 == cap) {
             char *bigger = realloc(buf, cap *= 2);
