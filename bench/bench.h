@@ -22,6 +22,7 @@
 typedef struct mm_bench_opts {
     bool quick; /* fewer or shorter repetitions */
     int reps;   /* repetitions asked for; 0: the subcommand's default */
+    const char *threads; /* --threads N,...: thread counts, or NULL */
 } mm_bench_opts_t;
 
 /* Subcommands: run, add rows to res, print what they do. 0 when every step
@@ -32,6 +33,8 @@ typedef struct mm_bench_opts {
 
 int mm__bench_cut(const mm_bench_opts_t *opts, mm_results_t *res);
 int mm__bench_demo(const mm_bench_opts_t *opts, mm_results_t *res);
+int mm__bench_alloc(const mm_bench_opts_t *opts, mm_results_t *res);
+int mm__bench_rtt(const mm_bench_opts_t *opts, mm_results_t *res);
 
 /* A daemon started in a fresh temp directory: dir/mm.sock and
  * dir/admin.sock. */

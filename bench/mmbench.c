@@ -3,7 +3,8 @@
  *
  *   mmbench SUBCOMMAND [--quick] [--json FILE] [--reps N]
  *
- * This file parses the command line, runs the subcommand (cut.c, demo.c),
+ * This file parses the command line, runs the subcommand (cut.c, demo.c,
+ * alloc.c, rtt.c),
  * prints its rows as a table and writes them with the run's meta block to
  * --json FILE (results.c). Exit status: 0 when the subcommand succeeded, 1
  * when it failed, 2 on a bad argument.
@@ -25,6 +26,10 @@ struct subcommand {
 static const struct subcommand subcommands[] = {
     {"cut", "time for the host to get memory back when its capacity is cut", mm__bench_cut},
     {"demo", "a guided tour: three clients, a capacity cut, data verified", mm__bench_demo},
+    {"alloc", "frame allocator: alloc+free cost by threads, metadata bits per frame",
+     mm__bench_alloc},
+    {"rtt", "control-plane round trip against a bare echo; clients one daemon holds",
+     mm__bench_rtt},
 };
 
 #define N_SUBCOMMANDS (sizeof(subcommands) / sizeof(subcommands[0]))
@@ -41,6 +46,7 @@ static void usage(FILE *f)
                "  --quick       fewer repetitions (for a quick look, not for reporting)\n"
                "  --json FILE   also write the results with the run's meta data to FILE\n"
                "  --reps N      repetitions per measurement (default 5, --quick 3)\n"
+               "  --threads L   thread counts to measure, e.g. 1,2 (alloc)\n"
                "  --help        show this help\n"
                "\n"
                "Programs (mmsrv, mmhold, mmctl) are taken from $MM_BIN_DIR, else from\n"
@@ -88,6 +94,7 @@ static int parse_opts(int argc, char **argv, struct cli *cli)
         {"quick", no_argument, NULL, 'q'},
         {"json", required_argument, NULL, 'j'},
         {"reps", required_argument, NULL, 'r'},
+        {"threads", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -102,6 +109,9 @@ static int parse_opts(int argc, char **argv, struct cli *cli)
             break;
         case 'j':
             cli->json_path = optarg;
+            break;
+        case 't':
+            cli->opts.threads = optarg; /* parsed by the subcommands that use it */
             break;
         case 'r':
             rc = parse_reps(optarg, &cli->opts.reps);
