@@ -50,6 +50,10 @@ typedef struct mm_bench_daemon {
  * On failure nothing is left running and the directory is removed. */
 int mm__bench_daemon_start(mm_bench_daemon_t *d, const char *capacity, const char *log_level);
 
+/* The same with up to 8 more mmsrv arguments (extra is NULL-terminated). */
+int mm__bench_daemon_start_with(mm_bench_daemon_t *d, const char *capacity,
+                                const char *log_level, const char *const extra[]);
+
 /* SIGTERM the daemon, reap it (killed after 10 s) and remove its
  * directory. 0 if it exited with status 0. */
 int mm__bench_daemon_stop(mm_bench_daemon_t *d);

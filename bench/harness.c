@@ -134,12 +134,28 @@ static int wait_socket_file(const char *path)
 
 int mm__bench_daemon_start(mm_bench_daemon_t *d, const char *capacity, const char *log_level)
 {
-    char prog[4096];
-    char *argv[] = {prog,          "--foreground",    "--state-dir",
-                    d->dir,        "--capacity",      (char *)capacity,
-                    "--log-level", (char *)log_level, NULL};
-    int rc;
+    return mm__bench_daemon_start_with(d, capacity, log_level, NULL);
+}
 
+int mm__bench_daemon_start_with(mm_bench_daemon_t *d, const char *capacity,
+                                const char *log_level, const char *const extra[])
+{
+    enum { MAX_EXTRA = 8 };
+    char prog[4096];
+    char *argv[9 + MAX_EXTRA] = {prog,     "--foreground", "--state-dir", d->dir,
+                                 "--capacity", (char *)capacity};
+    int rc, argc = 6;
+
+    if (log_level != NULL) {
+        argv[argc++] = "--log-level";
+        argv[argc++] = (char *)log_level;
+    }
+    for (int i = 0; extra != NULL && extra[i] != NULL; i++) {
+        if (i == MAX_EXTRA)
+            return -E2BIG;
+        argv[argc++] = (char *)extra[i];
+    }
+    argv[argc] = NULL;
     memset(&d->proc, 0, sizeof(d->proc));
     d->proc.out_fd = -1;
     rc = bin_path("mmsrv", prog, sizeof(prog));
@@ -148,8 +164,6 @@ int mm__bench_daemon_start(mm_bench_daemon_t *d, const char *capacity, const cha
     rc = daemon_paths(d);
     if (rc < 0)
         return rc;
-    if (log_level == NULL)
-        argv[6] = NULL;
     rc = mm__proc_spawn(&d->proc, argv, false);
     if (rc < 0) {
         fprintf(stderr, "mmbench: cannot start mmsrv: %s\n", mm_strerror(rc));

@@ -36,13 +36,13 @@ static const char *kind_name(uint32_t kind)
     return kind == MM_KIND_GUEST ? "guest" : "runtime";
 }
 
-static json_t *client_json(const mm_host_client_t *c)
+static json_t *client_entry(const mm_host_client_t *c)
 {
     uint64_t owned, free_bytes;
     mm__client_usage(c, &owned, &free_bytes);
     return json_pack(
         "{s:I, s:s, s:i, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-        " s:I, s:I, s:I, s:b}",
+        " s:I, s:I, s:I, s:b, s:b, s:I}",
         "id", (json_int_t)c->id, "name", c->name, "pid", (int)c->pid, "kind", kind_name(c->kind),
         "driver", "mm", "min_bytes", (json_int_t)c->min_bytes, "max_bytes",
         (json_int_t)c->max_bytes, "weight", (json_int_t)c->weight, "region_bytes",
@@ -51,7 +51,8 @@ static json_t *client_json(const mm_host_client_t *c)
         "resident_bytes", (json_int_t)c->resident_bytes, "free_bytes", (json_int_t)free_bytes,
         "missed_deadlines", (json_int_t)c->missed_deadlines, "reclaimed_bytes",
         (json_int_t)c->reclaimed_bytes_total, "touched_reclaimed", (json_int_t)c->touched_reclaimed,
-        "revoked_bytes", (json_int_t)c->revoked_bytes_total, "connected", c->sock >= 0);
+        "revoked_bytes", (json_int_t)c->revoked_bytes_total, "connected", c->sock >= 0,
+        "target_pinned", c->pinned, "idle_bytes", (json_int_t)c->idle_bytes);
 }
 
 static json_t *clients_json(mm_server_t *s)
@@ -62,7 +63,7 @@ static json_t *clients_json(mm_server_t *s)
     for_each_client(s, iter, c)
     {
         mm__refresh_resident(c);
-        json_array_append_new(list, client_json(c));
+        json_array_append_new(list, client_entry(c));
     }
     return list;
 }
@@ -102,6 +103,104 @@ static json_t *do_capacity(mm_server_t *s, const char *arg)
                      (json_int_t)mm__total_resident(s), "reclaim_ms", (double)ns / 1e6);
 }
 
+/* One key=value of `set`, checked against the client before anything is
+ * changed. */
+typedef struct settings {
+    bool has_min, has_max, has_weight, has_target, target_auto;
+    uint64_t min, max, target;
+    uint32_t weight;
+} settings_t;
+
+static json_t *parse_setting(const mm_host_client_t *c, char *kv, settings_t *st)
+{
+    char *eq = strchr(kv, '=');
+    if (!eq)
+        return error_json("expected key=value, not '%s'", kv);
+    *eq = '\0';
+    const char *key = kv, *val = eq + 1;
+    if (strcmp(key, "weight") == 0) {
+        char *end;
+        unsigned long w = strtoul(val, &end, 10);
+        if (*val < '1' || *val > '9' || *end || w > 10000)
+            return error_json("weight must be 1 to 10000, not '%s'", val);
+        st->has_weight = true;
+        st->weight = (uint32_t)w;
+        return NULL;
+    }
+    if (strcmp(key, "target") == 0 && strcmp(val, "auto") == 0) {
+        st->has_target = st->target_auto = true;
+        return NULL;
+    }
+    uint64_t bytes;
+    if (mm_parse_size(val, &bytes) < 0)
+        return error_json("%s needs a size like 512M", key);
+    if (strcmp(key, "min") == 0) {
+        st->has_min = true;
+        st->min = bytes;
+    } else if (strcmp(key, "max") == 0) {
+        if (bytes > c->region_bytes) {
+            char text[160];
+            snprintf(text, sizeof text, "max=%s is above the client's region of %llu MiB", val,
+                     (unsigned long long)(c->region_bytes >> 20));
+            return error_json("%s", text);
+        }
+        st->has_max = true;
+        st->max = bytes;
+    } else if (strcmp(key, "target") == 0) {
+        st->has_target = true;
+        st->target = bytes;
+    } else {
+        return error_json("unknown setting '%s' (min, max, weight, target)", key);
+    }
+    return NULL;
+}
+
+static json_t *do_set(mm_server_t *s, char *who, char **save)
+{
+    mm_host_client_t *c = who ? mm__client_find(s, who) : NULL;
+    if (!c)
+        return error_json("no client '%s'", who ? who : "");
+    settings_t st = {0};
+    int n = 0;
+    for (char *kv; (kv = strtok_r(NULL, " \t", save)); n++) {
+        json_t *err = parse_setting(c, kv, &st);
+        if (err)
+            return err;
+    }
+    if (n == 0)
+        return error_json("set needs min=, max=, weight= or target=%s", "");
+    uint64_t min = st.has_min ? st.min : c->min_bytes, max = st.has_max ? st.max : c->max_bytes;
+    if (min > max)
+        return error_json("min is above max%s", "");
+    c->min_bytes = min;
+    c->max_bytes = max;
+    if (st.has_weight)
+        c->weight = st.weight;
+    if (st.has_target) {
+        c->pinned = !st.target_auto;
+        c->pinned_bytes = st.target_auto ? 0 : st.target;
+    }
+    log_info("client %u (%s): set min %llu MiB, max %llu MiB, weight %u, target %s", c->id,
+             c->name, (unsigned long long)(min >> 20), (unsigned long long)(max >> 20), c->weight,
+             c->pinned ? "pinned" : "auto");
+    mm__reclaim(s); /* new targets, and memory back from whoever is above */
+    return client_entry(c);
+}
+
+static json_t *do_reclaim(mm_server_t *s, const char *who, const char *size)
+{
+    mm_host_client_t *c = who ? mm__client_find(s, who) : NULL;
+    uint64_t bytes, taken, asked;
+    if (!c)
+        return error_json("no client '%s'", who ? who : "");
+    if (!size || mm_parse_size(size, &bytes) < 0 || bytes == 0)
+        return error_json("reclaim needs a size like 64M, not '%s'", size ? size : "");
+    mm__reclaim_from(s, c, bytes, &taken, &asked);
+    return json_pack("{s:I, s:s, s:I, s:I, s:I}", "id", (json_int_t)c->id, "name", c->name,
+                     "taken_bytes", (json_int_t)taken, "asked_bytes", (json_int_t)asked,
+                     "granted_bytes", (json_int_t)((uint64_t)c->granted_chunks * MM_CHUNK_SIZE));
+}
+
 static json_t *execute(mm_server_t *s, char *line)
 {
     char *save = NULL;
@@ -115,6 +214,10 @@ static json_t *execute(mm_server_t *s, char *line)
         return json_pack("{s:o}", "clients", clients_json(s));
     if (strcmp(cmd, "capacity") == 0)
         return do_capacity(s, arg);
+    if (strcmp(cmd, "set") == 0)
+        return do_set(s, arg, &save);
+    if (strcmp(cmd, "reclaim") == 0)
+        return do_reclaim(s, arg, strtok_r(NULL, " \t", &save));
     return error_json("unknown request '%s'", cmd);
 }
 

@@ -71,8 +71,11 @@ typedef struct mm_host_client {
     /* Host bookkeeping. granted_chunks == chunk_count - popcount(reclaimed). */
     uint64_t *reclaimed; /* one bit per chunk: 1 = taken back by the host */
     uint32_t granted_chunks;
-    uint64_t min_bytes, max_bytes;
+    uint64_t min_bytes, max_bytes; /* reservation and limit in force */
     uint32_t weight;
+    bool pinned; /* the admin fixed the target at pinned_bytes */
+    uint64_t pinned_bytes;
+    uint64_t idle_bytes; /* free frames plus reported garbage, refreshed per tick */
     uint64_t target_bytes;
     uint64_t unmet_bytes;    /* asked for in the last install, not granted */
     uint64_t resident_bytes; /* st_blocks, refreshed every tick */
@@ -82,6 +85,7 @@ typedef struct mm_host_client {
     uint64_t revoke_bytes;
     uint64_t revoke_deadline_ns;
     bool revoke_pending;
+    bool revoke_missed; /* the last request lapsed unanswered */
 
     /* Counters shown by mmctl. */
     uint64_t reclaimed_bytes_total; /* taken back by the host, ever */
@@ -97,6 +101,9 @@ typedef struct mm_server_config {
     uint64_t capacity_bytes;
     bool has_admin_group;
     gid_t admin_gid;
+    double idle_tax;              /* policy.h; default MM_POLICY_IDLE_TAX */
+    uint64_t max_client_min_bytes; /* cap on a client's own reservation request */
+    uint32_t max_client_weight;    /* cap on a client's own weight request */
 } mm_server_config_t;
 
 typedef struct mm_server {
@@ -112,6 +119,7 @@ typedef struct mm_server {
     uint32_t next_id;
     uint32_t nclients; /* registered */
     uint64_t capacity_bytes;
+    double psi_some_avg10; /* host memory pressure, read once a second */
     uint64_t ticks;
     bool stopping;
     struct mm_reclaim_pool *pool;
@@ -156,6 +164,11 @@ void mm__policy_update(mm_server_t *s);
  * then anyone's free chunks while capacity is exceeded, then revocations to
  * whoever is still above target. Returns bytes taken back. */
 uint64_t mm__reclaim(mm_server_t *s);
+/* Take bytes from c: its free chunks first, then a revocation (reason
+ * ADMIN) for the rest. *taken gets what was taken at once, *asked what the
+ * revocation asks for. */
+void mm__reclaim_from(mm_server_t *s, mm_host_client_t *c, uint64_t bytes, uint64_t *taken,
+                      uint64_t *asked);
 /* Grant up to n of the requested chunks to c. Returns chunks granted (into
  * out), or a negative errno if none could be. */
 int mm__install(mm_server_t *s, mm_host_client_t *c, uint32_t slot, const uint32_t *chunks,
@@ -164,6 +177,8 @@ void mm__reclaim_tick(mm_server_t *s);
 uint64_t mm__total_granted(mm_server_t *s);
 uint64_t mm__total_resident(mm_server_t *s);
 void mm__refresh_resident(mm_host_client_t *c);
+/* Recompute c->idle_bytes from its chunk words and its report. */
+void mm__refresh_idle(mm_host_client_t *c);
 /* Frames the client holds, from its (untrusted, validated) chunk words. */
 void mm__client_usage(const mm_host_client_t *c, uint64_t *owned_bytes, uint64_t *free_bytes);
 

@@ -18,6 +18,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "policy.h"
 
 static void usage(FILE *out)
 {
@@ -28,6 +29,11 @@ static void usage(FILE *out)
             "  --state-dir DIR      state directory (default: %s)\n"
             "  --capacity SIZE      bytes clients may hold resident (default: MemAvailable)\n"
             "  --admin-group NAME   group allowed on the admin socket besides root\n"
+            "  --idle-tax RATE      idle memory tax, 0 to 0.99 (default 0.75)\n"
+            "  --max-client-reservation SIZE\n"
+            "                       most a client may reserve for itself (default 0)\n"
+            "  --max-client-weight N\n"
+            "                       highest weight a client may ask for (default 100)\n"
             "  --foreground         stay in the foreground\n"
             "  --log-level LEVEL    error, warn, info (default) or debug\n"
             "  --check-config       check the options and exit\n"
@@ -75,7 +81,10 @@ static int parse_args(int argc, char **argv, options_t *o)
                                              {"foreground", no_argument, 0, 'f'},
                                              {"log-level", required_argument, 0, 'l'},
                                              {"check-config", no_argument, 0, 'k'},
-                                             {"help", no_argument, 0, 'h'},
+                                             {"idle-tax", required_argument, 0, 'i'},
+        {"max-client-reservation", required_argument, 0, 'R'},
+        {"max-client-weight", required_argument, 0, 'W'},
+        {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
     int opt;
     opterr = 0;
@@ -107,6 +116,26 @@ static int parse_args(int argc, char **argv, options_t *o)
                 return bad_arg("--admin-group: no group named '%s'", optarg);
             o->cfg.admin_gid = g->gr_gid;
             o->cfg.has_admin_group = true;
+            break;
+        }
+        case 'i': {
+            char *end;
+            o->cfg.idle_tax = strtod(optarg, &end);
+            if (*optarg == '\0' || *end || !(o->cfg.idle_tax >= 0 && o->cfg.idle_tax <= 0.99))
+                return bad_arg("--idle-tax must be a number from 0 to 0.99, not '%s'", optarg);
+            break;
+        }
+        case 'R':
+            if (mm_parse_size(optarg, &o->cfg.max_client_min_bytes) < 0)
+                return bad_arg("--max-client-reservation needs a size like 256M, not '%s'",
+                               optarg);
+            break;
+        case 'W': {
+            char *end;
+            unsigned long w = strtoul(optarg, &end, 10);
+            if (*optarg < '1' || *optarg > '9' || *end || w > 10000)
+                return bad_arg("--max-client-weight must be 1 to 10000, not '%s'", optarg);
+            o->cfg.max_client_weight = (uint32_t)w;
             break;
         }
         case 'l':
@@ -174,6 +203,8 @@ int main(int argc, char **argv)
 {
     options_t o;
     memset(&o, 0, sizeof o);
+    o.cfg.idle_tax = MM_POLICY_IDLE_TAX;
+    o.cfg.max_client_weight = 100;
     int rc = parse_args(argc, argv, &o);
     if (rc == 0)
         rc = fill_defaults(&o);

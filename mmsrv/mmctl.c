@@ -4,6 +4,7 @@
  * table otherwise.
  *
  *   mmctl [--admin-socket PATH] [--json] status | clients | capacity SIZE
+ *         | set CLIENT key=value... | reclaim CLIENT SIZE
  */
 #include <errno.h>
 #include <getopt.h>
@@ -131,6 +132,17 @@ static void print_text(const char *cmd, json_t *reply)
         print_clients(json_object_get(reply, "clients"));
     } else if (strcmp(cmd, "clients") == 0) {
         print_clients(json_object_get(reply, "clients"));
+    } else if (strcmp(cmd, "set") == 0) {
+        json_t *one = json_array();
+        json_array_append(one, reply);
+        print_clients(one);
+        json_decref(one);
+    } else if (strcmp(cmd, "reclaim") == 0) {
+        printf("%s: took %s back at once, asked it for %s more; granted now %s\n",
+               json_string_value(json_object_get(reply, "name")),
+               human(field(reply, "taken_bytes"), b[0], 32),
+               human(field(reply, "asked_bytes"), b[1], 32),
+               human(field(reply, "granted_bytes"), b[2], 32));
     } else if (strcmp(cmd, "capacity") == 0) {
         printf("capacity set to %s: reclaimed %s in %.1f ms; granted %s, resident %s\n",
                human(field(reply, "capacity_bytes"), b[0], 32),
@@ -138,6 +150,37 @@ static void print_text(const char *cmd, json_t *reply)
                json_number_value(json_object_get(reply, "reclaim_ms")),
                human(field(reply, "granted_bytes"), b[2], 32),
                human(field(reply, "resident_bytes"), b[3], 32));
+    }
+}
+
+static void usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "mmctl: ");
+    fprintf(stderr, fmt, arg);
+    fputc('\n', stderr);
+    exit(2);
+}
+
+/* A `set` argument: key=value with a known key and a well-formed value. */
+static void check_setting(const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    uint64_t bytes;
+    if (!eq)
+        usage_error("set takes key=value arguments, not '%s'", kv);
+    size_t klen = (size_t)(eq - kv);
+    const char *val = eq + 1;
+    if (klen == 6 && strncmp(kv, "weight", 6) == 0) {
+        char *end;
+        unsigned long w = strtoul(val, &end, 10);
+        if (*val < '1' || *val > '9' || *end || w > 10000)
+            usage_error("weight must be 1 to 10000: '%s'", kv);
+    } else if ((klen == 3 && (strncmp(kv, "min", 3) == 0 || strncmp(kv, "max", 3) == 0)) ||
+               (klen == 6 && strncmp(kv, "target", 6) == 0 && strcmp(val, "auto") != 0)) {
+        if (mm_parse_size(val, &bytes) < 0)
+            usage_error("'%s' needs a size like 512M", kv);
+    } else if (!(klen == 6 && strncmp(kv, "target", 6) == 0)) {
+        usage_error("unknown setting '%s' (min, max, weight, target)", kv);
     }
 }
 
@@ -151,16 +194,32 @@ static void build_request(int argc, char **argv, char *req, size_t cap)
         return;
     }
     if (strcmp(cmd, "capacity") == 0) {
-        if (argc != 2 || mm_parse_size(argv[1], &bytes) < 0) {
-            fprintf(stderr, "mmctl: capacity needs one size like 4G, not '%s'\n",
-                    argc > 1 ? argv[1] : "");
-            exit(2);
-        }
+        if (argc != 2 || mm_parse_size(argv[1], &bytes) < 0)
+            usage_error("capacity needs one size like 4G, not '%s'", argc > 1 ? argv[1] : "");
         snprintf(req, cap, "capacity %llu\n", (unsigned long long)bytes);
         return;
     }
-    fprintf(stderr, "mmctl: unknown command or arguments '%s' (see --help)\n", cmd);
-    exit(2);
+    if (strcmp(cmd, "reclaim") == 0) {
+        if (argc != 3 || mm_parse_size(argv[2], &bytes) < 0 || bytes == 0)
+            usage_error("reclaim needs a client and a size like 64M, not '%s'",
+                        argc > 2 ? argv[2] : "");
+        snprintf(req, cap, "reclaim %s %llu\n", argv[1], (unsigned long long)bytes);
+        return;
+    }
+    if (strcmp(cmd, "set") == 0) {
+        if (argc < 3)
+            usage_error("set needs a client and key=value settings%s", "");
+        size_t len = (size_t)snprintf(req, cap, "set %s", argv[1]);
+        for (int i = 2; i < argc; i++) {
+            check_setting(argv[i]);
+            len += (size_t)snprintf(req + len, len < cap ? cap - len : 0, " %s", argv[i]);
+        }
+        if (len + 2 > cap)
+            usage_error("set: too many settings%s", "");
+        strcpy(req + len, "\n");
+        return;
+    }
+    usage_error("unknown command or arguments '%s' (see --help)", cmd);
 }
 
 int main(int argc, char **argv)
@@ -193,7 +252,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "mmctl: no command given (see --help)\n");
         return 2;
     }
-    char req[256], *text = NULL;
+    char req[1024], *text = NULL;
     build_request(argc - optind, argv + optind, req, sizeof req);
     if (!path)
         path = mm_default_admin_socket();

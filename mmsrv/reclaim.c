@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,6 +24,7 @@
 
 #define MAX_WORKERS      8
 #define TOUCH_SCAN_TICKS 5 /* look for touched reclaimed chunks every 500 ms */
+#define PSI_TICKS 10       /* read the host's memory pressure every second */
 
 /* Revocation deadline: 250 ms plus 2 ms per MiB asked (2.3 s for 1 GiB). */
 #define REVOKE_BASE_NS    250000000ull
@@ -102,8 +104,10 @@ static uint32_t reclaim_client(mm_host_client_t *c, uint32_t want)
     uint32_t taken = reclaim_scan(c, want, false);
     if (taken < want)
         taken += reclaim_scan(c, want - taken, true);
-    if (taken > 0)
+    if (taken > 0) {
         mm__refresh_resident(c);
+        mm__refresh_idle(c);
+    }
     return taken;
 }
 
@@ -268,17 +272,31 @@ void mm__policy_update(mm_server_t *s)
     for (size_t i = 0; i < n; i++) {
         mm_host_client_t *c = list[i];
         in[i] = (mm_policy_input_t){.demand_bytes = granted_of(c) + c->unmet_bytes,
+                                    .idle_bytes = c->idle_bytes,
                                     .min_bytes = c->min_bytes,
                                     .max_bytes = c->max_bytes,
-                                    .weight = c->weight};
+                                    .weight = c->weight,
+                                    .pinned = c->pinned,
+                                    .pinned_bytes = c->pinned_bytes};
     }
-    mm__policy_targets(s->capacity_bytes, in, n, target);
+    mm__policy_targets(mm__policy_capacity(s->capacity_bytes, s->psi_some_avg10),
+                       s->cfg.idle_tax, in, n, target);
     for (size_t i = 0; i < n; i++)
         publish_target(list[i], target[i]);
 out:
     free(list);
     free(in);
     free(target);
+}
+
+void mm__refresh_idle(mm_host_client_t *c)
+{
+    uint64_t owned, free_bytes;
+    mm__client_usage(c, &owned, &free_bytes);
+    /* Reported garbage is the client's word: it can only call its own owned
+     * memory idle, which only lowers its own share. */
+    uint64_t garbage = atomic_load_explicit(&c->ctl->garbage_bytes, memory_order_relaxed);
+    c->idle_bytes = free_bytes + (garbage < owned ? garbage : owned);
 }
 
 /* Chunks by which granted or resident bytes exceed capacity. */
@@ -340,32 +358,94 @@ static uint32_t reclaim_any(mm_server_t *s, mm_host_client_t *except, uint32_t n
     return taken;
 }
 
-/* Step 3: ask clients still above target to give back the difference. One
- * request per client at a time; a missed deadline is counted at the tick. */
+/* Post one revocation of bytes to c, with reason. */
+static void post_revocation(mm_host_client_t *c, uint64_t bytes, uint32_t reason, uint64_t now)
+{
+    mm_control_t *ctl = c->ctl;
+    c->revoke_seq++;
+    c->revoke_bytes = bytes;
+    c->revoke_deadline_ns = now + REVOKE_BASE_NS + (bytes >> 20) * REVOKE_NS_PER_MIB;
+    c->revoke_pending = true;
+    atomic_store_explicit(&ctl->revoke_bytes, bytes, memory_order_relaxed);
+    atomic_store_explicit(&ctl->revoke_deadline_ns, c->revoke_deadline_ns, memory_order_relaxed);
+    atomic_store_explicit(&ctl->revoke_reason, reason, memory_order_relaxed);
+    atomic_store_explicit(&ctl->revoke_seq, c->revoke_seq, memory_order_release);
+    (void)mm__doorbell_ring(c->bell_to_client);
+    log_debug("client %u: revocation %llu of %llu bytes", c->id, (unsigned long long)c->revoke_seq,
+              (unsigned long long)bytes);
+}
+
+/* The client's declared cost of giving memory back, for ordering only. */
+static uint64_t declared_cost(const mm_host_client_t *c)
+{
+    return atomic_load_explicit(&c->ctl->cost_ns_per_mib, memory_order_relaxed);
+}
+
+/* Cheapest first; among equals, clients that answer before those that miss
+ * deadlines. */
+static int by_cost(const void *a, const void *b)
+{
+    const mm_host_client_t *x = *(mm_host_client_t *const *)a;
+    const mm_host_client_t *y = *(mm_host_client_t *const *)b;
+    uint64_t cx = declared_cost(x), cy = declared_cost(y);
+    if (cx != cy)
+        return cx < cy ? -1 : 1;
+    return x->missed_deadlines < y->missed_deadlines   ? -1
+           : x->missed_deadlines > y->missed_deadlines ? 1
+                                                       : 0;
+}
+
+/*
+ * Step 3: ask clients above target to give back the difference, cheapest
+ * first by their declared cost, until what is asked covers what is needed
+ * (capacity exceeded plus installs not granted). A client the admin pinned
+ * below what it holds is always asked. One request per client at a time; a
+ * missed deadline is counted at the tick, and that client is not asked again
+ * until it answers late.
+ */
 static void post_revocations(mm_server_t *s, mm_host_client_t *except, uint32_t reason)
 {
-    struct cds_lfht_iter iter;
-    mm_host_client_t *c;
+    size_t n, k = 0;
+    mm_host_client_t **list = client_list(s, &n);
+    if (!list)
+        return;
+    uint64_t need = (uint64_t)excess_chunks(s) * MM_CHUNK_SIZE, asked = 0;
+    for (size_t i = 0; i < n; i++) {
+        need += list[i]->unmet_bytes;
+        mm_host_client_t *c = list[i];
+        /* A client that let its last request lapse is left to the forced
+         * steps: asking it again would only hold up the others. */
+        if (c != except && granted_of(c) > c->target_bytes && !c->revoke_pending &&
+            !c->revoke_missed)
+            list[k++] = c;
+        else if (c != except && c->revoke_pending && granted_of(c) > c->target_bytes)
+            asked += c->revoke_bytes; /* already on its way */
+    }
+    qsort(list, k, sizeof *list, by_cost);
     uint64_t now = mm__now_ns();
-    for_each_client(s, iter, c)
-    {
-        if (c == except || c->revoke_pending || granted_of(c) <= c->target_bytes)
+    for (size_t i = 0; i < k; i++) {
+        mm_host_client_t *c = list[i];
+        if (asked >= need && !c->pinned)
             continue;
         uint64_t bytes = granted_of(c) - c->target_bytes;
-        mm_control_t *ctl = c->ctl;
-        c->revoke_seq++;
-        c->revoke_bytes = bytes;
-        c->revoke_deadline_ns = now + REVOKE_BASE_NS + (bytes >> 20) * REVOKE_NS_PER_MIB;
-        c->revoke_pending = true;
-        atomic_store_explicit(&ctl->revoke_bytes, bytes, memory_order_relaxed);
-        atomic_store_explicit(&ctl->revoke_deadline_ns, c->revoke_deadline_ns,
-                              memory_order_relaxed);
-        atomic_store_explicit(&ctl->revoke_reason, reason, memory_order_relaxed);
-        atomic_store_explicit(&ctl->revoke_seq, c->revoke_seq, memory_order_release);
-        (void)mm__doorbell_ring(c->bell_to_client);
-        log_debug("client %u: revocation %llu of %llu bytes", c->id,
-                  (unsigned long long)c->revoke_seq, (unsigned long long)bytes);
+        post_revocation(c, bytes, reason, now);
+        asked += bytes;
     }
+    free(list);
+}
+
+void mm__reclaim_from(mm_server_t *s, mm_host_client_t *c, uint64_t bytes, uint64_t *taken,
+                      uint64_t *asked)
+{
+    uint32_t want = chunks_up(bytes);
+    uint32_t got = reclaim_client(c, want);
+    *taken = (uint64_t)got * MM_CHUNK_SIZE;
+    *asked = 0;
+    if (got < want && !c->revoke_pending) {
+        *asked = (uint64_t)(want - got) * MM_CHUNK_SIZE;
+        post_revocation(c, *asked, MM_REVOKE_ADMIN, mm__now_ns());
+    }
+    mm__policy_update(s);
 }
 
 static bool any_over_target(mm_server_t *s)
@@ -468,21 +548,38 @@ static void find_touched(mm_host_client_t *c)
     }
 }
 
+/* PSI "some avg10" of /proc/pressure/memory; 0 where the kernel has none. */
+static double read_psi(void)
+{
+    FILE *f = fopen("/proc/pressure/memory", "re");
+    double avg10 = 0;
+    if (!f)
+        return 0;
+    if (fscanf(f, "some avg10=%lf", &avg10) != 1)
+        avg10 = 0;
+    fclose(f);
+    return avg10;
+}
+
 void mm__reclaim_tick(mm_server_t *s)
 {
     struct cds_lfht_iter iter;
     mm_host_client_t *c;
     uint64_t now = mm__now_ns();
     bool scan = ++s->ticks % TOUCH_SCAN_TICKS == 0;
+    if (s->ticks % PSI_TICKS == 0)
+        s->psi_some_avg10 = read_psi();
     for_each_client(s, iter, c)
     {
         if (c->revoke_pending && now > c->revoke_deadline_ns) {
             c->revoke_pending = false;
+            c->revoke_missed = true;
             c->missed_deadlines++;
             log_info("client %u (%s): missed the deadline of revocation %llu", c->id, c->name,
                      (unsigned long long)c->revoke_seq);
         }
         mm__refresh_resident(c);
+        mm__refresh_idle(c);
         /* More resident than granted can only be a touched reclaimed chunk:
          * look at once rather than at the next periodic scan. */
         if (scan || c->resident_bytes > granted_of(c)) {

@@ -217,9 +217,12 @@ static int handle_hello(mm_server_t *s, mm_host_client_t *c, const mm_msg_hello_
     c->kind = m->kind;
     c->region_bytes = m->max_bytes;
     c->chunk_count = (uint32_t)(m->max_bytes / MM_CHUNK_SIZE);
+    /* The client's reservation and weight are requests, capped by what the
+     * admin lets clients ask for; mmctl set overrides both. */
     c->max_bytes = m->max_bytes;
-    c->min_bytes = m->min_bytes;
-    c->weight = m->weight;
+    c->min_bytes = m->min_bytes < s->cfg.max_client_min_bytes ? m->min_bytes
+                                                               : s->cfg.max_client_min_bytes;
+    c->weight = m->weight < s->cfg.max_client_weight ? m->weight : s->cfg.max_client_weight;
     int err = create_memory(c);
     if (err < 0) {
         log_warn("client %u: cannot create its memory: %s", c->id, strerror(-err));
@@ -355,16 +358,18 @@ void mm__client_on_bell(mm_server_t *s, mm_host_client_t *c)
         return;
     /* A client ringing non-stop costs one read and one compare per ring. */
     (void)mm__doorbell_drain(c->bell_to_host);
-    if (!c->revoke_pending)
+    if (!c->revoke_pending && !c->revoke_missed)
         return;
     uint64_t acked = atomic_load_explicit(&c->ctl->ack_seq, memory_order_acquire);
     if (acked != c->revoke_seq)
         return;
-    /* The client's word, capped at what was asked: only a report. */
+    /* The client's word, capped at what was asked: only a report. A late
+     * answer still counts, and makes the client eligible to be asked again. */
     uint64_t given = atomic_load_explicit(&c->ctl->ack_bytes, memory_order_relaxed);
     if (given > c->revoke_bytes)
         given = c->revoke_bytes;
     c->revoke_pending = false;
+    c->revoke_missed = false;
     c->revoked_bytes_total += given;
     log_debug("client %u: revocation %llu answered, %llu bytes given", c->id,
               (unsigned long long)acked, (unsigned long long)given);

@@ -19,16 +19,21 @@
 
 /* A view of the allocator metadata inside one shared-state mapping. */
 typedef struct mm_frames {
-    _Atomic uint64_t *chunk_words; /* chunk_count words */
+    _Atomic uint32_t *chunk_words; /* chunk_count words */
     _Atomic uint64_t *bitmaps;     /* chunk_count * MM_CHUNK_BITMAP_WORDS */
     uint32_t chunk_count;
 } mm_frames_t;
 
-/* Per-thread allocation state: the reservation slot (1..255) and the chunk the
- * thread has reserved (UINT32_MAX: none). Owned by one thread. */
+/*
+ * Per-thread allocation state, owned by one thread: the reservation slot
+ * (1..MM_RESERVER_SLOTS), the chunk the thread has reserved (UINT32_MAX:
+ * none) and the bitmap word of that chunk where its last allocation found
+ * room (a hint only: any value is safe, so zero-initialising it is enough).
+ */
 typedef struct mm_frames_thread {
     uint32_t slot;
     uint32_t chunk;
+    uint32_t hint;
 } mm_frames_thread_t;
 
 /* Bounded retries for CAS loops on words the peer may be flipping. */
@@ -49,7 +54,7 @@ void mm__frames_format(void *shared, uint64_t region_bytes, uint32_t chunk_count
 int mm__frames_view(mm_frames_t *f, void *shared, uint64_t shared_bytes, uint64_t region_bytes);
 
 /* Build a view over raw metadata arrays (tests and benchmarks). */
-void mm__frames_view_raw(mm_frames_t *f, _Atomic uint64_t *chunk_words, _Atomic uint64_t *bitmaps,
+void mm__frames_view_raw(mm_frames_t *f, _Atomic uint32_t *chunk_words, _Atomic uint64_t *bitmaps,
                          uint32_t chunk_count);
 
 /*

@@ -287,7 +287,7 @@ static uint64_t give_back(mm_client_t *c, const mm_revoke_request_t *req, void *
     return given;
 }
 
-Test(daemon, a_revocation_is_answered_and_a_silent_client_misses_its_deadline)
+Test(daemon, revocations_go_cheapest_first_and_a_missed_deadline_is_counted)
 {
     start_daemon("16M");
     giver_t g = {.held = 4};
@@ -304,20 +304,25 @@ Test(daemon, a_revocation_is_answered_and_a_silent_client_misses_its_deadline)
     mm_client_t *silent = open_client("silent", 16 << 20, 0);
     void *s[4];
     alloc_chunks(silent, 4, s); /* 16M granted: all of capacity */
+    /* The silent one says it is cheaper, so it is asked first. */
+    cr_assert_eq(mm_report(silent, &(mm_usage_t){.cost_ns_per_mib = 10}), 0);
+    cr_assert_eq(mm_report(giver, &(mm_usage_t){.cost_ns_per_mib = 1000}), 0);
 
     mm_client_t *late = open_client("late", 16 << 20, 0);
     void *p;
     cr_assert_eq(mm_alloc(late, CHUNK, CHUNK, &p), -ENOMEM, "nothing free at first");
-    /* The giver answers and its chunks come back; the silent one never does. */
+    uint32_t sid = mm_client_id(silent), gid = mm_client_id(giver);
+    cr_assert_eq(client_field(gid, "revoked_bytes"), 0, "the dearer giver is not asked yet");
+    uint64_t missed = 0;
+    for (int i = 0; i < 100 && missed == 0; i++, sleep_ms(50))
+        missed = client_field(sid, "missed_deadlines");
+    cr_assert_geq(missed, 1, "the silent client's missed deadline is counted");
+    /* Then the giver is asked, answers, and its chunk goes to the late one. */
     int err = -ENOMEM;
     for (int i = 0; i < 100 && err == -ENOMEM; i++, sleep_ms(50))
         err = mm_alloc(late, CHUNK, CHUNK, &p);
     cr_assert_eq(err, 0, "memory given back by the giver was granted: %s", mm_strerror(err));
-    cr_assert_gt(client_field(mm_client_id(giver), "revoked_bytes"), 0);
-    uint64_t missed = 0;
-    for (int i = 0; i < 100 && missed == 0; i++, sleep_ms(50))
-        missed = client_field(mm_client_id(silent), "missed_deadlines");
-    cr_assert_geq(missed, 1, "the silent client's missed deadline is counted");
+    cr_assert_gt(client_field(gid, "revoked_bytes"), 0);
     mm_client_close(late);
     mm_client_close(silent);
     mm_client_close(giver);

@@ -45,7 +45,7 @@ static void check_case(const policy_case_t *c)
 {
     uint64_t got[MAX_CASE];
     memset(got, 0xee, sizeof got);
-    mm__policy_targets(c->capacity, c->in, c->n, got);
+    mm__policy_targets(c->capacity, MM_POLICY_IDLE_TAX, c->in, c->n, got);
     for (size_t i = 0; i < c->n; i++)
         cr_expect_eq(got[i], c->want[i], "%s: client %zu got %llu MiB + %llu, want %llu MiB",
                      c->what, i, (unsigned long long)(got[i] >> 20),
@@ -124,7 +124,7 @@ Test(policy, weighted_split_rounded_down_when_share_not_chunk_aligned)
 {
     mm_policy_input_t in[2] = {C(MIB(400), 0, NOLIMIT, 1), C(MIB(400), 0, NOLIMIT, 3)};
     uint64_t got[2];
-    mm__policy_targets(MIB(100), in, 2, got);
+    mm__policy_targets(MIB(100), MM_POLICY_IDLE_TAX, in, 2, got);
     const uint64_t ideal[2] = {MIB(25), MIB(75)};
     for (size_t i = 0; i < 2; i++) {
         cr_assert_eq(got[i] % CHUNK, 0, "client %zu not chunk-aligned", i);
@@ -187,7 +187,7 @@ Test(policy, reservation_honoured_when_capacity_tight)
     mm_policy_input_t in[3] = {C(MIB(300), MIB(100), NOLIMIT, 1), C(MIB(300), 0, NOLIMIT, 10000),
                                C(MIB(300), 0, NOLIMIT, 10000)};
     uint64_t got[3];
-    mm__policy_targets(MIB(120), in, 3, got);
+    mm__policy_targets(MIB(120), MM_POLICY_IDLE_TAX, in, 3, got);
     cr_assert_geq(got[0], MIB(100));
     cr_assert_leq(got[0] + got[1] + got[2], MIB(120));
 }
@@ -247,9 +247,9 @@ Test(policy, nothing_written_when_no_clients)
 {
     mm_policy_input_t in[1] = {C(MIB(10), 0, NOLIMIT, 1)};
     uint64_t out[1] = {12345};
-    mm__policy_targets(GIB(1), in, 0, out);
+    mm__policy_targets(GIB(1), MM_POLICY_IDLE_TAX, in, 0, out);
     cr_assert_eq(out[0], 12345);
-    mm__policy_targets(GIB(1), NULL, 0, NULL);
+    mm__policy_targets(GIB(1), MM_POLICY_IDLE_TAX, NULL, 0, NULL);
 }
 
 Test(policy, small_demand_satisfied_and_rest_shared_when_max_min_fair)
@@ -285,7 +285,7 @@ Test(policy, no_overflow_when_sizes_are_huge)
     mm_policy_input_t in[2] = {C(UINT64_MAX, 0, NOLIMIT, 10000), C(UINT64_MAX, 0, NOLIMIT, 10000)};
     uint64_t got[2];
     uint64_t cap = UINT64_MAX & ~(CHUNK - 1);
-    mm__policy_targets(cap, in, 2, got);
+    mm__policy_targets(cap, MM_POLICY_IDLE_TAX, in, 2, got);
     cr_assert_eq(got[0] % CHUNK, 0);
     cr_assert_leq(got[0], cap / 2);
     cr_assert_gt(got[0] + CHUNK, cap / 2);
@@ -319,17 +319,18 @@ Test(policy, invariants_hold_when_inputs_random)
     for (int iter = 0; iter < 20000; iter++) {
         size_t n = 1 + rnd() % MAX_CASE;
         uint64_t cap = rnd_size(2048);
-        mm_policy_input_t in[MAX_CASE];
+        mm_policy_input_t in[MAX_CASE] = {0};
         uint64_t floor_sum = 0;
         for (size_t i = 0; i < n; i++) {
             in[i].demand_bytes = rnd_size(1024);
+            in[i].idle_bytes = rnd() % 2 ? rnd_size(1024) : 0; /* may exceed demand */
             in[i].min_bytes = rnd() % 3 == 0 ? rnd_size(256) : 0;
             in[i].max_bytes = rnd() % 3 == 0 ? rnd_size(1024) : NOLIMIT;
             in[i].weight = 1 + (uint32_t)(rnd() % 10000);
             floor_sum += min_u64(in[i].min_bytes, min_u64(in[i].demand_bytes, in[i].max_bytes));
         }
         uint64_t got[MAX_CASE];
-        mm__policy_targets(cap, in, n, got);
+        mm__policy_targets(cap, MM_POLICY_IDLE_TAX, in, n, got);
 
         uint64_t sum = 0;
         bool all_full = true;
@@ -358,4 +359,83 @@ Test(policy, invariants_hold_when_inputs_random)
             cr_assert_eq(sum, floor_sum, "iter %d: only reservations when they overflow", iter);
         }
     }
+}
+
+/* One client with idle memory: demand d, of which idle i. */
+#define CI(d, i, w)                                                                                \
+    {                                                                                              \
+        .demand_bytes = (d), .idle_bytes = (i), .max_bytes = NOLIMIT, .weight = (w)                \
+    }
+
+Test(policy, idle_memory_taxed_first_when_contended)
+{
+    /* A uses all it holds, B uses 50 of 200: with the 0.75 tax an idle byte
+     * counts 4x, so equal charges give A 130 and B 50 + 80/4 = 70. */
+    mm_policy_input_t in[2] = {CI(MIB(200), 0, 1), CI(MIB(200), MIB(150), 1)};
+    uint64_t got[2];
+    mm__policy_targets(MIB(200), MM_POLICY_IDLE_TAX, in, 2, got);
+    cr_assert_eq(got[0], MIB(130));
+    cr_assert_eq(got[1], MIB(70));
+    /* Without the tax the same clients split evenly. */
+    mm__policy_targets(MIB(200), 0.0, in, 2, got);
+    cr_assert_eq(got[0], MIB(100));
+    cr_assert_eq(got[1], MIB(100));
+}
+
+Test(policy, idle_tax_never_takes_active_memory_before_idle)
+{
+    /* B's fair share lies inside its active memory: its idle is all gone and
+     * the rest is shared 1:1. */
+    mm_policy_input_t in[2] = {CI(MIB(400), 0, 1), CI(MIB(400), MIB(100), 1)};
+    uint64_t got[2];
+    mm__policy_targets(MIB(200), MM_POLICY_IDLE_TAX, in, 2, got);
+    cr_assert_eq(got[0], MIB(100));
+    cr_assert_eq(got[1], MIB(100));
+}
+
+Test(policy, no_tax_when_capacity_covers_demand)
+{
+    mm_policy_input_t in[2] = {CI(MIB(100), MIB(90), 1), CI(MIB(100), 0, 1)};
+    uint64_t got[2];
+    mm__policy_targets(MIB(512), MM_POLICY_IDLE_TAX, in, 2, got);
+    cr_assert_eq(got[0], MIB(100), "idle memory is kept while nobody needs it");
+    cr_assert_eq(got[1], MIB(100));
+}
+
+Test(policy, pinned_target_is_kept_and_the_rest_shared)
+{
+    mm_policy_input_t in[3] = {CI(MIB(400), 0, 1), CI(MIB(400), 0, 1), CI(MIB(400), 0, 1)};
+    in[0].pinned = true;
+    in[0].pinned_bytes = MIB(300); /* above its fair share: the admin's word */
+    in[1].max_bytes = MIB(600);
+    uint64_t got[3];
+    mm__policy_targets(MIB(500), MM_POLICY_IDLE_TAX, in, 3, got);
+    cr_assert_eq(got[0], MIB(300));
+    cr_assert_eq(got[1], MIB(100));
+    cr_assert_eq(got[2], MIB(100));
+    in[0].pinned_bytes = 0; /* pinned at nothing */
+    mm__policy_targets(MIB(500), MM_POLICY_IDLE_TAX, in, 3, got);
+    cr_assert_eq(got[0], 0);
+    cr_assert_eq(got[1], MIB(250));
+    cr_assert_eq(got[2], MIB(250));
+}
+
+Test(policy, pinned_target_capped_by_the_limit)
+{
+    mm_policy_input_t in[1] = {CI(MIB(400), 0, 1)};
+    in[0].pinned = true;
+    in[0].pinned_bytes = MIB(300);
+    in[0].max_bytes = MIB(200);
+    uint64_t got[1];
+    mm__policy_targets(MIB(500), MM_POLICY_IDLE_TAX, in, 1, got);
+    cr_assert_eq(got[0], MIB(200));
+}
+
+Test(policy, capacity_shrinks_gently_under_memory_pressure)
+{
+    cr_assert_eq(mm__policy_capacity(GIB(1), 0), GIB(1), "no stall, no change");
+    cr_assert_eq(mm__policy_capacity(GIB(1), 10), MIB(972), "10%% stall: 5%% less, chunk-aligned");
+    cr_assert_eq(mm__policy_capacity(GIB(1), 50), MIB(768), "at most a quarter less");
+    cr_assert_eq(mm__policy_capacity(GIB(1), 100), MIB(768));
+    cr_assert_eq(mm__policy_capacity(GIB(1), -3), GIB(1), "a bad reading changes nothing");
 }

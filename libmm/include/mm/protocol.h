@@ -28,46 +28,67 @@
 
 /* ---- Chunk word --------------------------------------------------------
  *
- * One 64-bit word per chunk, updated only by compare-and-swap so that all its
+ * One 32-bit word per chunk, updated only by compare-and-swap so that all its
  * fields change together:
  *
- *   bits  0..9   free frames in the chunk (0..512)
+ *   bits  0..9   free frames in the chunk (0..512; 513..1023 are impossible)
  *   bit  10      RECLAIMED: the host took the chunk back; allocation fails
  *   bit  11      DISCARDABLE: content may be dropped by the host
- *   bits 12..19  reserver: 0 = none, else the reservation slot (1..255)
- *   bits 20..31  pin count (readers of a discardable chunk)
- *   bits 32..63  generation, raised on every reclaim and install
+ *   bits 12..17  reserver: 0 = none, else the reservation slot (1..63)
+ *   bits 18..23  pin count (readers of a discardable chunk, 0..63)
+ *   bits 24..31  generation (mod 256), raised on every reclaim and install
+ *
+ * With one bit per frame that is 1 + 32/512 = 1.0625 bits of metadata per
+ * 4 KiB frame. Why the widths: the count needs 10 bits (513 values). Slots
+ * past 63 wrap (threads sharing a slot share its chunk; every count change is
+ * still one CAS, so sharing costs contention, never correctness). A pin that
+ * would pass 63 must be refused; that reader reads under a generation check. The
+ * generation is only compared for equality across one short read: to be
+ * fooled, 256 reclaims and installs of one chunk (each a host hole punch or a
+ * client install round trip, 25 us or more) must fall inside it, so a reader
+ * that may sleep that long (3 ms or more) pins instead.
  *
  * Invariant for an honest client: free == popcount(zero bits of the chunk's
  * frame bitmap) once no allocation or free is in flight. An allocation lowers
  * the count before it sets a bit; a free clears its bit before it raises the
  * count; so free == 512 means every bit is clear.
  */
-#define MM_CW_FREE_MASK      0x3ffull
-#define MM_CW_RECLAIMED      (1ull << 10)
-#define MM_CW_DISCARDABLE    (1ull << 11)
+#define MM_CW_FREE_MASK      0x3ffu
+#define MM_CW_RECLAIMED      (1u << 10)
+#define MM_CW_DISCARDABLE    (1u << 11)
 #define MM_CW_RESERVER_SHIFT 12
-#define MM_CW_RESERVER_MASK  (0xffull << MM_CW_RESERVER_SHIFT)
-#define MM_CW_PIN_SHIFT      20
-#define MM_CW_PIN_MASK       (0xfffull << MM_CW_PIN_SHIFT)
-#define MM_CW_GEN_SHIFT      32
-#define MM_RESERVER_SLOTS    255u
+#define MM_CW_RESERVER_MASK  (0x3fu << MM_CW_RESERVER_SHIFT)
+#define MM_CW_PIN_SHIFT      18
+#define MM_CW_PIN_MASK       (0x3fu << MM_CW_PIN_SHIFT)
+#define MM_CW_PIN_MAX        63u
+#define MM_CW_GEN_SHIFT      24
+#define MM_CW_GEN_MASK       (0xffu << MM_CW_GEN_SHIFT)
+#define MM_RESERVER_SLOTS    63u
 
-static inline uint32_t mm_cw_free(uint64_t w)
+_Static_assert(MM_CHUNK_FRAMES <= MM_CW_FREE_MASK, "the count field holds 0..512");
+_Static_assert(MM_RESERVER_SLOTS == MM_CW_RESERVER_MASK >> MM_CW_RESERVER_SHIFT,
+               "every slot fits the reserver field");
+/* A sum of masks equals their union only when no two share a bit. */
+_Static_assert((uint64_t)MM_CW_FREE_MASK + MM_CW_RECLAIMED + MM_CW_DISCARDABLE +
+                       MM_CW_RESERVER_MASK + MM_CW_PIN_MASK + MM_CW_GEN_MASK ==
+                   0xffffffffu,
+               "the fields tile the word without overlap");
+
+static inline uint32_t mm_cw_free(uint32_t w)
 {
-    return (uint32_t)(w & MM_CW_FREE_MASK);
+    return w & MM_CW_FREE_MASK;
 }
-static inline uint32_t mm_cw_reserver(uint64_t w)
+static inline uint32_t mm_cw_reserver(uint32_t w)
 {
-    return (uint32_t)((w & MM_CW_RESERVER_MASK) >> MM_CW_RESERVER_SHIFT);
+    return (w & MM_CW_RESERVER_MASK) >> MM_CW_RESERVER_SHIFT;
 }
-static inline uint32_t mm_cw_pins(uint64_t w)
+static inline uint32_t mm_cw_pins(uint32_t w)
 {
-    return (uint32_t)((w & MM_CW_PIN_MASK) >> MM_CW_PIN_SHIFT);
+    return (w & MM_CW_PIN_MASK) >> MM_CW_PIN_SHIFT;
 }
-static inline uint32_t mm_cw_gen(uint64_t w)
+static inline uint32_t mm_cw_gen(uint32_t w)
 {
-    return (uint32_t)(w >> MM_CW_GEN_SHIFT);
+    return w >> MM_CW_GEN_SHIFT;
 }
 
 /* ---- Control block -----------------------------------------------------
@@ -77,7 +98,7 @@ static inline uint32_t mm_cw_gen(uint64_t w)
  * "client" section. Each side reads the other's section as untrusted input.
  */
 #define MM_SHARED_MAGIC   0x4d4d5348u /* "MMSH" */
-#define MM_LAYOUT_VERSION 1u
+#define MM_LAYOUT_VERSION 2u /* 2: 32-bit chunk words */
 #define MM_CONTROL_BYTES  4096u
 
 /* Reasons carried by a revocation request. */
@@ -101,8 +122,8 @@ typedef struct mm_control {
     uint32_t chunk_count;
     uint32_t reserved0;
     uint64_t region_bytes;
-    uint64_t chunk_words_offset; /* from the start of the shared state */
-    uint64_t bitmap_offset;      /* MM_CHUNK_BITMAP_WORDS words per chunk */
+    uint64_t chunk_words_offset; /* from the start of the shared state: 32-bit words */
+    uint64_t bitmap_offset;      /* MM_CHUNK_BITMAP_WORDS 64-bit words per chunk */
     uint64_t shared_bytes;
     uint8_t pad0[64 - 48];
 
@@ -135,10 +156,16 @@ _Static_assert(offsetof(mm_control_t, target_bytes) == 64, "host section on its 
 _Static_assert(offsetof(mm_control_t, owned_bytes) == 128, "client section on its own line");
 _Static_assert(sizeof(_Atomic uint64_t) == 8, "atomic words are plain words");
 
-/* Size of the shared state for a region of chunk_count chunks. */
+_Static_assert(sizeof(_Atomic uint32_t) == 4, "chunk words are plain words");
+
+/*
+ * Size of the shared state for a region of chunk_count chunks: the control
+ * block, one 32-bit word per chunk, the bitmaps on the next 64-byte boundary
+ * (at most 60 bytes of padding, inside the rounding to a whole page).
+ */
 static inline uint64_t mm_shared_bytes(uint32_t chunk_count)
 {
-    uint64_t words = (uint64_t)chunk_count * 8;
+    uint64_t words = ((uint64_t)chunk_count * 4 + 63) & ~(uint64_t)63;
     uint64_t bitmaps = (uint64_t)chunk_count * MM_CHUNK_BITMAP_WORDS * 8;
     uint64_t total = MM_CONTROL_BYTES + words + bitmaps;
     return (total + MM_FRAME_SIZE - 1) & ~(uint64_t)(MM_FRAME_SIZE - 1);
