@@ -20,8 +20,8 @@
 
 /* Options common to all subcommands. */
 typedef struct mm_bench_opts {
-    bool quick; /* fewer or shorter repetitions */
-    int reps;   /* repetitions asked for; 0: the subcommand's default */
+    bool quick;          /* fewer or shorter repetitions */
+    int reps;            /* repetitions asked for; 0: the subcommand's default */
     const char *threads; /* --threads N,...: thread counts, or NULL */
 } mm_bench_opts_t;
 
@@ -51,8 +51,8 @@ typedef struct mm_bench_daemon {
 int mm__bench_daemon_start(mm_bench_daemon_t *d, const char *capacity, const char *log_level);
 
 /* The same with up to 8 more mmsrv arguments (extra is NULL-terminated). */
-int mm__bench_daemon_start_with(mm_bench_daemon_t *d, const char *capacity,
-                                const char *log_level, const char *const extra[]);
+int mm__bench_daemon_start_with(mm_bench_daemon_t *d, const char *capacity, const char *log_level,
+                                const char *const extra[]);
 
 /* SIGTERM the daemon, reap it (killed after 10 s) and remove its
  * directory. 0 if it exited with status 0. */

@@ -137,13 +137,13 @@ int mm__bench_daemon_start(mm_bench_daemon_t *d, const char *capacity, const cha
     return mm__bench_daemon_start_with(d, capacity, log_level, NULL);
 }
 
-int mm__bench_daemon_start_with(mm_bench_daemon_t *d, const char *capacity,
-                                const char *log_level, const char *const extra[])
+int mm__bench_daemon_start_with(mm_bench_daemon_t *d, const char *capacity, const char *log_level,
+                                const char *const extra[])
 {
     enum { MAX_EXTRA = 8 };
     char prog[4096];
-    char *argv[9 + MAX_EXTRA] = {prog,     "--foreground", "--state-dir", d->dir,
-                                 "--capacity", (char *)capacity};
+    char *argv[9 + MAX_EXTRA] = {prog,   "--foreground", "--state-dir",
+                                 d->dir, "--capacity",   (char *)capacity};
     int rc, argc = 6;
 
     if (log_level != NULL) {

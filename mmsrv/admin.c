@@ -96,7 +96,8 @@ static json_t *do_capacity(mm_server_t *s, const char *arg)
     uint64_t taken = mm__reclaim(s);
     uint64_t ns = mm__now_ns() - t0;
     log_info("capacity set to %llu MiB: reclaimed %llu MiB in %.1f ms",
-             (unsigned long long)(bytes >> 20), (unsigned long long)(taken >> 20), (double)ns / 1e6);
+             (unsigned long long)(bytes >> 20), (unsigned long long)(taken >> 20),
+             (double)ns / 1e6);
     return json_pack("{s:I, s:I, s:I, s:I, s:f}", "capacity_bytes", (json_int_t)bytes,
                      "reclaimed_bytes", (json_int_t)taken, "granted_bytes",
                      (json_int_t)mm__total_granted(s), "resident_bytes",
@@ -180,8 +181,8 @@ static json_t *do_set(mm_server_t *s, char *who, char **save)
         c->pinned = !st.target_auto;
         c->pinned_bytes = st.target_auto ? 0 : st.target;
     }
-    log_info("client %u (%s): set min %llu MiB, max %llu MiB, weight %u, target %s", c->id,
-             c->name, (unsigned long long)(min >> 20), (unsigned long long)(max >> 20), c->weight,
+    log_info("client %u (%s): set min %llu MiB, max %llu MiB, weight %u, target %s", c->id, c->name,
+             (unsigned long long)(min >> 20), (unsigned long long)(max >> 20), c->weight,
              c->pinned ? "pinned" : "auto");
     mm__reclaim(s); /* new targets, and memory back from whoever is above */
     return client_entry(c);

@@ -101,7 +101,7 @@ typedef struct mm_server_config {
     uint64_t capacity_bytes;
     bool has_admin_group;
     gid_t admin_gid;
-    double idle_tax;              /* policy.h; default MM_POLICY_IDLE_TAX */
+    double idle_tax;               /* policy.h; default MM_POLICY_IDLE_TAX */
     uint64_t max_client_min_bytes; /* cap on a client's own reservation request */
     uint32_t max_client_weight;    /* cap on a client's own weight request */
 } mm_server_config_t;

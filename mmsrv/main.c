@@ -6,8 +6,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <signal.h>
 #include <grp.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,9 +82,9 @@ static int parse_args(int argc, char **argv, options_t *o)
                                              {"log-level", required_argument, 0, 'l'},
                                              {"check-config", no_argument, 0, 'k'},
                                              {"idle-tax", required_argument, 0, 'i'},
-        {"max-client-reservation", required_argument, 0, 'R'},
-        {"max-client-weight", required_argument, 0, 'W'},
-        {"help", no_argument, 0, 'h'},
+                                             {"max-client-reservation", required_argument, 0, 'R'},
+                                             {"max-client-weight", required_argument, 0, 'W'},
+                                             {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
     int opt;
     opterr = 0;
@@ -127,8 +127,7 @@ static int parse_args(int argc, char **argv, options_t *o)
         }
         case 'R':
             if (mm_parse_size(optarg, &o->cfg.max_client_min_bytes) < 0)
-                return bad_arg("--max-client-reservation needs a size like 256M, not '%s'",
-                               optarg);
+                return bad_arg("--max-client-reservation needs a size like 256M, not '%s'", optarg);
             break;
         case 'W': {
             char *end;

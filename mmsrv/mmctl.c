@@ -49,8 +49,7 @@ static int request(const char *path, const char *req, char **out)
         err = -errno;
     /* A refusing daemon may answer and close before reading the request:
      * read its answer even when the send fails. */
-    else if (send(fd, req, strlen(req), MSG_NOSIGNAL) < 0 && errno != EPIPE &&
-             errno != ECONNRESET)
+    else if (send(fd, req, strlen(req), MSG_NOSIGNAL) < 0 && errno != EPIPE && errno != ECONNRESET)
         err = -errno;
     while (err == 0) {
         if (len + 1 == cap) {

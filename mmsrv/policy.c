@@ -15,7 +15,10 @@
 
 #include <mm/protocol.h>
 
-static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
 
 static uint64_t ceiling_of(const mm_policy_input_t *in)
 {
@@ -29,8 +32,7 @@ static uint64_t floor_of(const mm_policy_input_t *in)
 
 /* Bytes a client holds when its charge is `charge`: active bytes 1:1, then
  * idle bytes at 1/k each. */
-static long double bytes_for_charge(const mm_policy_input_t *in, long double charge,
-                                    long double k)
+static long double bytes_for_charge(const mm_policy_input_t *in, long double charge, long double k)
 {
     uint64_t idle = min_u64(in->idle_bytes, in->demand_bytes);
     long double active = (long double)(in->demand_bytes - idle);

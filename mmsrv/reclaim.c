@@ -23,8 +23,8 @@
 #include "policy.h"
 
 #define MAX_WORKERS      8
-#define TOUCH_SCAN_TICKS 5 /* look for touched reclaimed chunks every 500 ms */
-#define PSI_TICKS 10       /* read the host's memory pressure every second */
+#define TOUCH_SCAN_TICKS 5  /* look for touched reclaimed chunks every 500 ms */
+#define PSI_TICKS        10 /* read the host's memory pressure every second */
 
 /* Revocation deadline: 250 ms plus 2 ms per MiB asked (2.3 s for 1 GiB). */
 #define REVOKE_BASE_NS    250000000ull
@@ -279,8 +279,8 @@ void mm__policy_update(mm_server_t *s)
                                     .pinned = c->pinned,
                                     .pinned_bytes = c->pinned_bytes};
     }
-    mm__policy_targets(mm__policy_capacity(s->capacity_bytes, s->psi_some_avg10),
-                       s->cfg.idle_tax, in, n, target);
+    mm__policy_targets(mm__policy_capacity(s->capacity_bytes, s->psi_some_avg10), s->cfg.idle_tax,
+                       in, n, target);
     for (size_t i = 0; i < n; i++)
         publish_target(list[i], target[i]);
 out:

@@ -220,8 +220,8 @@ static int handle_hello(mm_server_t *s, mm_host_client_t *c, const mm_msg_hello_
     /* The client's reservation and weight are requests, capped by what the
      * admin lets clients ask for; mmctl set overrides both. */
     c->max_bytes = m->max_bytes;
-    c->min_bytes = m->min_bytes < s->cfg.max_client_min_bytes ? m->min_bytes
-                                                               : s->cfg.max_client_min_bytes;
+    c->min_bytes =
+        m->min_bytes < s->cfg.max_client_min_bytes ? m->min_bytes : s->cfg.max_client_min_bytes;
     c->weight = m->weight < s->cfg.max_client_weight ? m->weight : s->cfg.max_client_weight;
     int err = create_memory(c);
     if (err < 0) {

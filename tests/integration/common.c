@@ -5,6 +5,7 @@
 
 #include <criterion/criterion.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 mm_bench_daemon_t daemon_;
@@ -38,4 +39,42 @@ mm_client_t *open_client(const char *name, uint64_t max_bytes, unsigned flags)
     int err = mm_client_open(daemon_.sock, &o, &c);
     cr_assert_eq(err, 0, "client opens: %s", mm_strerror(err));
     return c;
+}
+
+void alloc_chunks(mm_client_t *c, size_t n, void **out)
+{
+    for (size_t i = 0; i < n; i++) {
+        int err = mm_alloc(c, CHUNK, CHUNK, &out[i]);
+        cr_assert_eq(err, 0, "chunk %zu allocated: %s", i, mm_strerror(err));
+        memset(out[i], (int)(i + 1), CHUNK);
+    }
+}
+
+/* The daemon's view of client id: a field of its entry in status. */
+uint64_t client_field(uint32_t id, const char *key)
+{
+    json_t *st = NULL;
+    cr_assert_eq(mm__bench_ctl_status(&daemon_, &st), 0, "status answers");
+    uint64_t v = UINT64_MAX;
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(st, "clients"), i, c) if (mm__bench_json_u64(c, "id") == id)
+        v = mm__bench_json_u64(c, key);
+    json_decref(st);
+    return v;
+}
+
+uint64_t status_field(const char *key)
+{
+    json_t *st = NULL;
+    cr_assert_eq(mm__bench_ctl_status(&daemon_, &st), 0, "status answers");
+    uint64_t v = mm__bench_json_u64(st, key);
+    json_decref(st);
+    return v;
+}
+
+void set_capacity(const char *size)
+{
+    const char *args[] = {"capacity", size, NULL};
+    cr_assert_eq(mm__bench_ctl(&daemon_, args, NULL), 0, "mmctl capacity %s", size);
 }

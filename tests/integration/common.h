@@ -22,4 +22,15 @@ void sleep_ms(long ms);
 /* Open a client on the test's daemon; the test fails if it cannot. */
 mm_client_t *open_client(const char *name, uint64_t max_bytes, unsigned flags);
 
+/* Allocate n whole chunks, write to every page, return them in out. */
+void alloc_chunks(mm_client_t *c, size_t n, void **out);
+
+/* A field of client id's entry in `mmctl --json status` (UINT64_MAX if the
+ * client is not listed), and a top-level field. */
+uint64_t client_field(uint32_t id, const char *key);
+uint64_t status_field(const char *key);
+
+/* mmctl capacity size; the test fails if it is refused. */
+void set_capacity(const char *size);
+
 #endif /* MM_TEST_COMMON_H */

@@ -24,44 +24,6 @@
 #include "wire.h"
 
 /* Allocate n whole chunks, write to every page, return them in out. */
-static void alloc_chunks(mm_client_t *c, size_t n, void **out)
-{
-    for (size_t i = 0; i < n; i++) {
-        int err = mm_alloc(c, CHUNK, CHUNK, &out[i]);
-        cr_assert_eq(err, 0, "chunk %zu allocated: %s", i, mm_strerror(err));
-        memset(out[i], (int)(i + 1), CHUNK);
-    }
-}
-
-/* The daemon's view of client id: a field of its entry in status. */
-static uint64_t client_field(uint32_t id, const char *key)
-{
-    json_t *st = NULL;
-    cr_assert_eq(mm__bench_ctl_status(&daemon_, &st), 0, "status answers");
-    uint64_t v = UINT64_MAX;
-    size_t i;
-    json_t *c;
-    json_array_foreach(json_object_get(st, "clients"), i, c) if (mm__bench_json_u64(c, "id") == id)
-        v = mm__bench_json_u64(c, key);
-    json_decref(st);
-    return v;
-}
-
-static uint64_t status_field(const char *key)
-{
-    json_t *st = NULL;
-    cr_assert_eq(mm__bench_ctl_status(&daemon_, &st), 0, "status answers");
-    uint64_t v = mm__bench_json_u64(st, key);
-    json_decref(st);
-    return v;
-}
-
-static void set_capacity(const char *size)
-{
-    const char *args[] = {"capacity", size, NULL};
-    cr_assert_eq(mm__bench_ctl(&daemon_, args, NULL), 0, "mmctl capacity %s", size);
-}
-
 TestSuite(daemon, .init = NULL, .fini = stop_daemon, .timeout = 120);
 
 Test(daemon, lowering_capacity_takes_free_chunks_without_a_client_message)
