@@ -81,7 +81,8 @@ int mm__bench_ctl_status(const mm_bench_daemon_t *d, json_t **status);
 int mm__bench_wait_resident(const mm_bench_daemon_t *d, uint64_t limit_bytes, int timeout_ms,
                             json_t **status);
 
-/* An unsigned integer field of a JSON object; 0 if missing or negative. */
+/* An unsigned integer field of a JSON object (true counts as 1); 0 if
+ * missing, false or negative. */
 uint64_t mm__bench_json_u64(const json_t *obj, const char *key);
 
 /* CLOCK_MONOTONIC in nanoseconds. */

@@ -48,7 +48,7 @@ uint64_t mm__bench_json_u64(const json_t *obj, const char *key)
         return json_integer_value(v) < 0 ? 0 : (uint64_t)json_integer_value(v);
     if (json_is_real(v))
         return json_real_value(v) < 0 ? 0 : (uint64_t)json_real_value(v);
-    return 0;
+    return json_is_true(v) ? 1 : 0;
 }
 
 static int bin_path(const char *prog, char *out, size_t cap)
