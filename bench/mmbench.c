@@ -91,12 +91,9 @@ static const struct subcommand *find_subcommand(const char *name)
 static int parse_opts(int argc, char **argv, struct cli *cli)
 {
     static const struct option longopts[] = {
-        {"quick", no_argument, NULL, 'q'},
-        {"json", required_argument, NULL, 'j'},
-        {"reps", required_argument, NULL, 'r'},
-        {"threads", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"quick", no_argument, NULL, 'q'},      {"json", required_argument, NULL, 'j'},
+        {"reps", required_argument, NULL, 'r'}, {"threads", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
     };
     int c, rc = 0;
 

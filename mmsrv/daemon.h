@@ -150,7 +150,13 @@ int mm__client_accept(mm_server_t *s, int sock);
 void mm__client_on_message(mm_server_t *s, mm_host_client_t *c);
 void mm__client_remove(mm_server_t *s, mm_host_client_t *c, const char *why);
 void mm__client_on_bell(mm_server_t *s, mm_host_client_t *c);
+/* Lookup by id (all digits) or name; inside rcu_read_lock, from any thread
+ * registered with RCU. The client stays valid until rcu_read_unlock. */
 mm_host_client_t *mm__client_find(mm_server_t *s, const char *id_or_name);
+/* Publish c in the registry / take it out and free it after a grace period
+ * (loop thread only). */
+void mm__registry_add(mm_server_t *s, mm_host_client_t *c);
+void mm__registry_del(mm_server_t *s, mm_host_client_t *c);
 
 /* Iterate registered clients (loop thread, or inside rcu_read_lock). */
 #define for_each_client(s, iter, c) cds_lfht_for_each_entry((s)->registry, &(iter), (c), node)

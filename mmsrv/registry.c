@@ -18,6 +18,18 @@
 #include "platform.h"
 #include "wire.h"
 
+/* liburcu publishes a node with barriers in inline assembly, which
+ * ThreadSanitizer cannot see: say what they do, in TSan builds only. */
+#if defined(__SANITIZE_THREAD__)
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define published(c)  __tsan_release(c)
+#define subscribed(c) __tsan_acquire(c)
+#else
+#define published(c)  ((void)(c))
+#define subscribed(c) ((void)(c))
+#endif
+
 /* Messages handled per wakeup before others get their turn. */
 #define MESSAGES_PER_EVENT 16
 
@@ -66,6 +78,20 @@ void mm__registry_fini(mm_server_t *s)
     s->registry = NULL;
 }
 
+void mm__registry_add(mm_server_t *s, mm_host_client_t *c)
+{
+    published(c);
+    cds_lfht_add(s->registry, hash_id(c->id), &c->node);
+    s->nclients++;
+}
+
+void mm__registry_del(mm_server_t *s, mm_host_client_t *c)
+{
+    cds_lfht_del(s->registry, &c->node);
+    s->nclients--;
+    call_rcu(&c->rcu, free_client);
+}
+
 mm_host_client_t *mm__client_find(mm_server_t *s, const char *key)
 {
     char *end;
@@ -76,9 +102,17 @@ mm_host_client_t *mm__client_find(mm_server_t *s, const char *key)
         uint32_t k = (uint32_t)id;
         cds_lfht_lookup(s->registry, hash_id(k), match_id, &k, &iter);
         struct cds_lfht_node *node = cds_lfht_iter_get_node(&iter);
-        return node ? caa_container_of(node, mm_host_client_t, node) : NULL;
+        c = node ? caa_container_of(node, mm_host_client_t, node) : NULL;
+        if (c)
+            subscribed(c);
+        return c;
     }
-    for_each_client(s, iter, c) if (strcmp(c->name, key) == 0) return c;
+    for_each_client(s, iter, c)
+    {
+        subscribed(c);
+        if (strcmp(c->name, key) == 0)
+            return c;
+    }
     return NULL;
 }
 
@@ -155,8 +189,6 @@ void mm__client_remove(mm_server_t *s, mm_host_client_t *c, const char *why)
         int err = mm__punch(c->region_fd, 0, c->region_bytes);
         if (err < 0)
             log_warn("client %u: punching its region: %s", c->id, strerror(-err));
-        cds_lfht_del(s->registry, &c->node);
-        s->nclients--;
     }
     if (c->shared)
         munmap(c->shared, c->shared_bytes);
@@ -165,7 +197,10 @@ void mm__client_remove(mm_server_t *s, mm_host_client_t *c, const char *why)
         if (fds[i] >= 0)
             close(fds[i]);
     c->state = MM_CLIENT_GONE;
-    call_rcu(&c->rcu, free_client);
+    if (registered)
+        mm__registry_del(s, c);
+    else
+        call_rcu(&c->rcu, free_client);
     if (registered)
         mm__policy_update(s);
 }
@@ -242,8 +277,7 @@ static int handle_hello(mm_server_t *s, mm_host_client_t *c, const mm_msg_hello_
     if (err < 0)
         return err;
     c->state = MM_CLIENT_REGISTERED;
-    cds_lfht_add(s->registry, hash_id(c->id), &c->node);
-    s->nclients++;
+    mm__registry_add(s, c);
     log_info("client %u (%s, pid %d): registered, region %llu MiB", c->id, c->name, (int)c->pid,
              (unsigned long long)(c->region_bytes >> 20));
     mm__policy_update(s);
