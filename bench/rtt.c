@@ -14,14 +14,19 @@
  * no install has to reclaim. System "echo": a forked child echoing messages
  * of the same size (one-chunk install, 28 bytes) on a SOCK_SEQPACKET
  * socketpair; the parent sends and waits for each echo with the same
- * sendmsg/recvmsg calls as the mm client. Within a repetition, batches of
- * RTT_BATCH mm samples and RTT_BATCH echo samples alternate until each has
- * its samples (2000, --quick 500); a short untimed warm-up comes first.
- * Rows: rtt_us (median over repetitions of each repetition's median) for
- * both systems, with the extra key "p99_ns" (median over repetitions of each
- * repetition's 99th percentile, in ns: extra keys are integers) and
- * "samples" (per repetition); rtt_vs_echo (system "mm", the median of the
- * per-repetition ratios of the medians). Goal: rtt_vs_echo <= 1.5.
+ * sendmsg/recvmsg calls as the mm client. Both are measured with pinned
+ * CPUs, in two placements per repetition (extra key "cpus"): 2 = the client
+ * (mmbench) on one CPU, the daemon's threads or the echo child on another;
+ * 1 = all on the client's CPU (see struct rtt_cpus for why). Within each,
+ * after a short untimed warm-up, batches of RTT_BATCH mm samples and
+ * RTT_BATCH echo samples alternate until each has its samples (2000,
+ * --quick 500). Rows, per placement: rtt_us (median over repetitions of
+ * each repetition's median) for both systems, with the extra keys "p99_ns"
+ * (median over repetitions of each repetition's 99th percentile, in ns:
+ * extra keys are integers) and "samples" (per repetition); rtt_vs_echo
+ * (system "mm", the median of the per-repetition ratios of the medians).
+ * Goal: rtt_vs_echo <= 1.5 in every placement. A CPU busy with other work
+ * inflates both systems alike in the two-CPU placement.
  *
  * Scenario "scale". One daemon (capacity 4 GiB) and N = 1000 clients opened
  * with mm_client_open (2 MiB regions, no MM_CLIENT_THREAD) from
@@ -49,6 +54,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,11 +182,12 @@ static void raw_close(struct raw_client *rc)
 static int raw_connect(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t len = strlen(path);
     int fd;
 
-    if (strlen(path) >= sizeof(sa.sun_path))
+    if (len >= sizeof(sa.sun_path))
         return -ENAMETOOLONG;
-    strcpy(sa.sun_path, path);
+    memcpy(sa.sun_path, path, len + 1);
     fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
@@ -396,37 +403,128 @@ static int echo_sample(struct rtt_echo *e, double *us)
     u.m.chunks[0] = 0;
     t0 = mm__now_ns();
     err = mm__send_msg(e->sock, u.buf, len, NULL, 0);
-    if (err < 0)
-        return err;
-    n = mm__recv_msg(e->sock, back.buf, sizeof(back.buf), NULL, 0, &nfds);
+    if (err == 0) {
+        n = mm__recv_msg(e->sock, back.buf, sizeof(back.buf), NULL, 0, &nfds);
+        if (n != (ssize_t)len)
+            err = n < 0 ? (int)n : -EPROTO;
+    }
     t1 = mm__now_ns();
-    if (n != (ssize_t)len)
-        return n < 0 ? (int)n : -EPROTO;
+    if (err < 0) {
+        fprintf(stderr, "mmbench rtt: echo: %s\n", mm_strerror(err));
+        return err;
+    }
     *us = (double)(t1 - t0) / 1e3;
     return 0;
 }
 
 /* ---- Scenario rtt --------------------------------------------------------- */
 
+/*
+ * Where the processes run. Unpinned, the scheduler puts the echo child on the
+ * client's CPU in some repetitions and on the other CPU in others, and a
+ * round trip costs about 15 us on one CPU and 25 us across two here: the
+ * ratio then measures placement luck. So both sides are pinned, and each
+ * repetition measures both placements: "cpus" 2 (client on one CPU, daemon
+ * or echo child on another) and "cpus" 1 (all on the client's CPU).
+ */
+#define RTT_PLACEMENTS 2
+
+struct rtt_cpus {
+    cpu_set_t orig; /* mmbench's own affinity, restored at the end */
+    int client_cpu;
+    int server_cpu[RTT_PLACEMENTS]; /* -1: placement not available */
+};
+
+static int pin_task(pid_t tid, int cpu)
+{
+    cpu_set_t set;
+
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(tid, sizeof(set), &set) < 0 ? -errno : 0;
+}
+
+/* Pin every thread of process pid to cpu. */
+static int pin_process(pid_t pid, int cpu)
+{
+    char path[64];
+    struct dirent *de;
+    int rc = 0;
+    DIR *dir;
+
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    dir = opendir(path);
+    if (dir == NULL)
+        return -errno;
+    while (rc == 0 && (de = readdir(dir)) != NULL)
+        if (de->d_name[0] != '.')
+            rc = pin_task((pid_t)atoi(de->d_name), cpu);
+    closedir(dir);
+    return rc;
+}
+
+static int rtt_cpus_init(struct rtt_cpus *c)
+{
+    int found = 0, first = -1, second = -1;
+
+    if (sched_getaffinity(0, sizeof(c->orig), &c->orig) < 0)
+        return -errno;
+    for (int i = 0; i < CPU_SETSIZE && found < 2; i++) {
+        if (!CPU_ISSET(i, &c->orig))
+            continue;
+        if (found++ == 0)
+            first = i;
+        else
+            second = i;
+    }
+    c->client_cpu = first;
+    c->server_cpu[0] = second; /* -1 on a one-CPU machine */
+    c->server_cpu[1] = first;
+    return first >= 0 ? 0 : -ENODEV;
+}
+
+static int rtt_place(const struct rtt_cpus *c, int placement, pid_t daemon, pid_t echo)
+{
+    int rc = pin_task(0, c->client_cpu);
+
+    if (rc == 0)
+        rc = pin_process(daemon, c->server_cpu[placement]);
+    if (rc == 0)
+        rc = pin_task(echo, c->server_cpu[placement]);
+    if (rc < 0)
+        fprintf(stderr, "mmbench rtt: cannot pin to CPUs: %s\n", mm_strerror(rc));
+    return rc;
+}
+
+static int placement_cpus(int placement)
+{
+    return placement == 0 ? 2 : 1;
+}
+
 struct rtt_rep {
+    bool measured;
     double mm_med, mm_p99, echo_med, echo_p99;
 };
 
-/* One repetition: batches of mm and echo samples, alternating. */
-static int rtt_rep(struct rtt_mm *mm, struct rtt_echo *e, size_t samples, double *mm_us,
+/* One placement of one repetition: a short untimed warm-up, then batches of
+ * mm and echo samples, alternating. */
+static int rtt_run(struct rtt_mm *mm, struct rtt_echo *e, size_t samples, double *mm_us,
                    double *echo_us, struct rtt_rep *out)
 {
     size_t nm = 0, ne = 0;
+    double us;
     int err = 0;
 
+    for (int i = 0; err == 0 && i < RTT_WARMUP; i++) {
+        err = rtt_mm_sample(mm, &us);
+        if (err == 0)
+            err = echo_sample(e, &us);
+    }
     while (err == 0 && (nm < samples || ne < samples)) {
         for (size_t i = 0; err == 0 && i < RTT_BATCH && nm < samples; i++)
             err = rtt_mm_sample(mm, &mm_us[nm++]);
-        for (size_t i = 0; err == 0 && i < RTT_BATCH && ne < samples; i++) {
+        for (size_t i = 0; err == 0 && i < RTT_BATCH && ne < samples; i++)
             err = echo_sample(e, &echo_us[ne++]);
-            if (err < 0)
-                fprintf(stderr, "mmbench rtt: echo: %s\n", mm_strerror(err));
-        }
     }
     if (err < 0)
         return err;
@@ -434,57 +532,85 @@ static int rtt_rep(struct rtt_mm *mm, struct rtt_echo *e, size_t samples, double
     out->echo_med = mm__results_median(echo_us, samples);
     out->mm_p99 = quantile_sorted(mm_us, samples, 0.99);
     out->echo_p99 = quantile_sorted(echo_us, samples, 0.99);
+    out->measured = true;
     return 0;
 }
 
-static int rtt_warmup(struct rtt_mm *mm, struct rtt_echo *e)
+/* Rows of one placement over its measured repetitions; *ratio_out gets the
+ * median ratio (0 when nothing was measured). */
+static int rtt_report(mm_results_t *res, const struct rtt_rep *r, int reps, int placement,
+                      size_t samples, double *ratio_out)
 {
-    double us;
-    int err = 0;
+    size_t nr = (size_t)reps;
+    double *v = calloc(nr * 5, sizeof(*v));
+    double *mm_med = v, *mm_p99 = v + nr, *echo_med = v + 2 * nr, *echo_p99 = v + 3 * nr,
+           *ratio = v + 4 * nr;
+    mm_result_key_t keys[3] = {
+        {"cpus", placement_cpus(placement)}, {"samples", (int64_t)samples}, {"p99_ns", 0}};
+    size_t n = 0;
+    int rc = 0;
 
-    for (int i = 0; err == 0 && i < RTT_WARMUP; i++)
-        err = rtt_mm_sample(mm, &us);
-    for (int i = 0; err == 0 && i < RTT_WARMUP; i++)
-        err = echo_sample(e, &us);
-    return err;
-}
-
-static int rtt_report(mm_results_t *res, const struct rtt_rep *r, int n, size_t samples)
-{
-    double *v = calloc((size_t)n * 5, sizeof(*v));
-    double *mm_med = v, *mm_p99 = v + n, *echo_med = v + 2 * n, *echo_p99 = v + 3 * n,
-           *ratio = v + 4 * n;
-    mm_result_key_t keys[2] = {{"samples", (int64_t)samples}, {"p99_ns", 0}};
-    int rc;
-
+    *ratio_out = 0;
     if (v == NULL)
         return -ENOMEM;
-    for (int i = 0; i < n; i++) {
-        mm_med[i] = r[i].mm_med;
-        mm_p99[i] = r[i].mm_p99;
-        echo_med[i] = r[i].echo_med;
-        echo_p99[i] = r[i].echo_p99;
-        ratio[i] = r[i].echo_med > 0 ? r[i].mm_med / r[i].echo_med : 0;
-    }
-    keys[1].value = (int64_t)(mm__results_median(mm_p99, (size_t)n) * 1e3 + 0.5);
-    rc = mm__results_add_median(res, &(mm_result_row_t){"rtt", "mm", "rtt_us", "us"}, mm_med,
-                                (size_t)n, keys, 2);
-    keys[1].value = (int64_t)(mm__results_median(echo_p99, (size_t)n) * 1e3 + 0.5);
-    if (rc == 0)
-        rc = mm__results_add_median(res, &(mm_result_row_t){"rtt", "echo", "rtt_us", "us"},
-                                    echo_med, (size_t)n, keys, 2);
-    if (rc == 0)
-        rc = mm__results_add_median(res, &(mm_result_row_t){"rtt", "mm", "rtt_vs_echo", "ratio"},
-                                    ratio, (size_t)n, NULL, 0);
-    if (rc == 0) {
-        double q = mm__results_median(ratio, (size_t)n);
+    for (int i = 0; i < reps; i++) {
+        const struct rtt_rep *x = &r[(size_t)i * RTT_PLACEMENTS + (size_t)placement];
 
-        printf("rtt: mm %.1f us vs echo %.1f us = %.2fx: goal <= %.1fx %s\n",
-               mm__results_median(mm_med, (size_t)n), mm__results_median(echo_med, (size_t)n), q,
-               RTT_GOAL_RATIO, q <= RTT_GOAL_RATIO ? "met" : "NOT met");
+        if (!x->measured)
+            continue;
+        mm_med[n] = x->mm_med;
+        mm_p99[n] = x->mm_p99;
+        echo_med[n] = x->echo_med;
+        echo_p99[n] = x->echo_p99;
+        ratio[n++] = x->echo_med > 0 ? x->mm_med / x->echo_med : 0;
+    }
+    if (n > 0) {
+        keys[2].value = (int64_t)(mm__results_median(mm_p99, n) * 1e3 + 0.5);
+        rc = mm__results_add_median(res, &(mm_result_row_t){"rtt", "mm", "rtt_us", "us"}, mm_med, n,
+                                    keys, 3);
+        keys[2].value = (int64_t)(mm__results_median(echo_p99, n) * 1e3 + 0.5);
+        if (rc == 0)
+            rc = mm__results_add_median(res, &(mm_result_row_t){"rtt", "echo", "rtt_us", "us"},
+                                        echo_med, n, keys, 3);
+        if (rc == 0)
+            rc = mm__results_add_median(
+                res, &(mm_result_row_t){"rtt", "mm", "rtt_vs_echo", "ratio"}, ratio, n, keys, 1);
+        *ratio_out = mm__results_median(ratio, n);
+        printf("rtt (%s): mm %.1f us vs echo %.1f us = %.2fx: goal <= %.1fx %s\n",
+               placement == 0 ? "client and server on two CPUs" : "all on one CPU",
+               mm__results_median(mm_med, n), mm__results_median(echo_med, n), *ratio_out,
+               RTT_GOAL_RATIO, *ratio_out <= RTT_GOAL_RATIO ? "met" : "NOT met");
     }
     free(v);
     return rc;
+}
+
+static int rtt_measure(struct rtt_mm *mm, struct rtt_echo *e, const struct rtt_cpus *cpus, int reps,
+                       size_t samples, struct rtt_rep *r)
+{
+    double *mm_us = calloc(samples, sizeof(double)), *echo_us = calloc(samples, sizeof(double));
+    int err = mm_us && echo_us ? 0 : -ENOMEM;
+
+    for (int i = 0; err == 0 && i < reps; i++) {
+        for (int p = 0; err == 0 && p < RTT_PLACEMENTS; p++) {
+            struct rtt_rep *x = &r[(size_t)i * RTT_PLACEMENTS + (size_t)p];
+
+            if (cpus->server_cpu[p] < 0)
+                continue;
+            err = rtt_place(cpus, p, mm->d.proc.pid, e->pid);
+            if (err == 0)
+                err = rtt_run(mm, e, samples, mm_us, echo_us, x);
+            if (err == 0)
+                fprintf(stderr,
+                        "mmbench rtt: rep %d/%d, CPUs %d/%d: mm %.1f us (p99 %.1f), echo %.1f "
+                        "us (p99 %.1f), %.2fx\n",
+                        i + 1, reps, cpus->client_cpu, cpus->server_cpu[p], x->mm_med, x->mm_p99,
+                        x->echo_med, x->echo_p99, x->mm_med / x->echo_med);
+        }
+    }
+    free(mm_us);
+    free(echo_us);
+    return err;
 }
 
 static int bench_rtt(const mm_bench_opts_t *opts, mm_results_t *res)
@@ -493,13 +619,18 @@ static int bench_rtt(const mm_bench_opts_t *opts, mm_results_t *res)
     size_t samples = opts->quick ? RTT_SAMPLES_QUICK : RTT_SAMPLES;
     struct rtt_mm mm = {.rc = {.sock = -1, .fds = {-1, -1, -1, -1}}};
     struct rtt_echo e = {.sock = -1};
-    struct rtt_rep *r = calloc((size_t)reps, sizeof(*r));
-    double *mm_us = calloc(samples, sizeof(double)), *echo_us = calloc(samples, sizeof(double));
-    int err, done = 0;
+    struct rtt_rep *r = calloc((size_t)reps * RTT_PLACEMENTS, sizeof(*r));
+    struct rtt_cpus cpus;
+    bool met = true, any = false;
+    int err;
 
-    if (r == NULL || mm_us == NULL || echo_us == NULL) {
-        err = -ENOMEM;
-        goto out;
+    if (r == NULL)
+        return -ENOMEM;
+    err = rtt_cpus_init(&cpus);
+    if (err < 0) {
+        fprintf(stderr, "mmbench rtt: cannot read the CPU affinity: %s\n", mm_strerror(err));
+        free(r);
+        return err;
     }
     fprintf(stderr, "mmbench rtt: setup: daemon (capacity %s), echo child\n", RTT_CAPACITY);
     err = mm__bench_daemon_start(&mm.d, RTT_CAPACITY, "warn");
@@ -507,36 +638,36 @@ static int bench_rtt(const mm_bench_opts_t *opts, mm_results_t *res)
         goto out;
     mm.started = true;
     err = echo_start(&e);
-    if (err < 0) {
+    if (err < 0)
         fprintf(stderr, "mmbench rtt: cannot start the echo child: %s\n", mm_strerror(err));
-        goto out;
-    }
-    err = rtt_warmup(&mm, &e);
-    while (err == 0 && done < reps) {
-        err = rtt_rep(&mm, &e, samples, mm_us, echo_us, &r[done]);
-        if (err < 0)
-            break; /* the failed repetition has no result */
-        fprintf(stderr,
-                "mmbench rtt: rep %d/%d: mm %.1f us (p99 %.1f), echo %.1f us (p99 %.1f), %.2fx\n",
-                done + 1, reps, r[done].mm_med, r[done].mm_p99, r[done].echo_med, r[done].echo_p99,
-                r[done].mm_med / r[done].echo_med);
-        done++;
-    }
+    else
+        err = rtt_measure(&mm, &e, &cpus, reps, samples, r);
 out:
     fprintf(stderr, "mmbench rtt: teardown\n");
     echo_stop(&e);
     raw_close(&mm.rc);
     if (mm.started && mm__bench_daemon_stop(&mm.d) < 0)
         fprintf(stderr, "mmbench rtt: mmsrv did not exit cleanly\n");
-    if (done > 0) {
-        int rc = rtt_report(res, r, done, samples);
+    if (sched_setaffinity(0, sizeof(cpus.orig), &cpus.orig) < 0)
+        fprintf(stderr, "mmbench rtt: cannot restore the CPU affinity: %s\n", strerror(errno));
+    for (int p = 0; p < RTT_PLACEMENTS; p++) {
+        double ratio;
+        int rc;
 
+        if (cpus.server_cpu[p] < 0)
+            continue;
+        rc = rtt_report(res, r, reps, p, samples, &ratio);
+        any = any || ratio > 0;
+        met = met && ratio > 0 && ratio <= RTT_GOAL_RATIO;
         if (err == 0)
             err = rc;
     }
+    if (cpus.server_cpu[0] < 0)
+        printf("rtt: one CPU only: the two-CPU placement was not measured\n");
+    if (any)
+        printf("rtt: goal mm <= %.1fx echo in every placement: %s\n", RTT_GOAL_RATIO,
+               met ? "met" : "NOT met");
     free(r);
-    free(mm_us);
-    free(echo_us);
     return err;
 }
 
@@ -575,7 +706,7 @@ static int write_all(int fd, const void *buf, size_t len)
  * them until the release pipe closes, then close them all. */
 static void scale_child(const char *sock, int first, int n, int report_fd, int release_fd)
 {
-    mm_client_t **c = calloc((size_t)n, sizeof(*c));
+    mm_client_t **c = calloc((size_t)n, sizeof(mm_client_t *));
     struct scale_report rep = {0, 0};
     char name[MM_NAME_MAX], byte;
 
@@ -825,7 +956,7 @@ static int scale_open(const mm_bench_daemon_t *d, struct scale_proc *procs, int 
 static int bench_scale(const mm_bench_opts_t *opts, mm_results_t *res)
 {
     int window_ms = opts->quick ? SCALE_WINDOW_QUICK : SCALE_WINDOW_MS;
-    struct scale_proc procs[SCALE_PROCESSES];
+    struct scale_proc procs[SCALE_PROCESSES] = {{0}};
     int nprocs = 0, opened = 0, err;
     double cpu_pct = 0;
     uint64_t held = 0, t0, open_ms;

@@ -22,9 +22,9 @@
 #include "platform.h"
 #include "policy.h"
 
-#define MAX_WORKERS      8
-#define TOUCH_SCAN_TICKS 5  /* look for touched reclaimed chunks every 500 ms */
-#define PSI_TICKS        10 /* read the host's memory pressure every second */
+#define MAX_WORKERS   8
+#define REFRESH_TICKS 10 /* residency, idle bytes and touches: once a second */
+#define PSI_TICKS     10 /* read the host's memory pressure every second */
 
 /* Revocation deadline: 250 ms plus 2 ms per MiB asked (2.3 s for 1 GiB). */
 #define REVOKE_BASE_NS    250000000ull
@@ -249,14 +249,16 @@ static void publish_target(mm_host_client_t *c, uint64_t target)
     uint32_t pressure = granted_of(c) > target    ? MM_PRESSURE_HIGH
                         : granted_of(c) == target ? MM_PRESSURE_LOW
                                                   : MM_PRESSURE_NONE;
-    bool changed = c->target_bytes != target ||
-                   atomic_load_explicit(&c->ctl->pressure, memory_order_relaxed) != pressure;
+    uint32_t was = atomic_load_explicit(&c->ctl->pressure, memory_order_relaxed);
+    /* Ring only for news the client must act on: a lower target or another
+     * pressure level. A rise is read at its next look (an install's reply
+     * already says what was granted). */
+    bool ring = target < c->target_bytes || was != pressure;
     c->target_bytes = target;
-    if (!changed)
-        return;
     atomic_store_explicit(&c->ctl->target_bytes, target, memory_order_relaxed);
     atomic_store_explicit(&c->ctl->pressure, pressure, memory_order_release);
-    (void)mm__doorbell_ring(c->bell_to_client); /* a full doorbell is still rung */
+    if (ring)
+        (void)mm__doorbell_ring(c->bell_to_client); /* a full doorbell is still rung */
 }
 
 void mm__policy_update(mm_server_t *s)
@@ -448,14 +450,6 @@ void mm__reclaim_from(mm_server_t *s, mm_host_client_t *c, uint64_t bytes, uint6
     mm__policy_update(s);
 }
 
-static bool any_over_target(mm_server_t *s)
-{
-    struct cds_lfht_iter iter;
-    mm_host_client_t *c;
-    for_each_client(s, iter, c) if (granted_of(c) > c->target_bytes) return true;
-    return false;
-}
-
 uint64_t mm__reclaim(mm_server_t *s)
 {
     struct cds_lfht_iter iter;
@@ -493,11 +487,12 @@ int mm__install(mm_server_t *s, mm_host_client_t *c, uint32_t slot, const uint32
     if (allow > limit - c->granted_chunks)
         allow = limit - c->granted_chunks;
     uint32_t cap = chunks_of(s->capacity_bytes), granted = chunks_of(mm__total_granted(s));
-    uint32_t room = cap > granted ? cap - granted : 0;
+    uint32_t room = cap > granted ? cap - granted : 0, taken = 0;
     if (room < allow) {
-        room += reclaim_over_target(s, c);
-        if (room < allow)
-            room += reclaim_any(s, c, allow - room);
+        taken = reclaim_over_target(s, c);
+        if (room + taken < allow)
+            taken += reclaim_any(s, c, allow - room - taken);
+        room += taken;
     }
     uint32_t grant = allow < room ? allow : room, k = 0;
     for (uint32_t i = 0; i < n && k < grant; i++) {
@@ -511,7 +506,12 @@ int mm__install(mm_server_t *s, mm_host_client_t *c, uint32_t slot, const uint32
     /* What was not granted stays in the client's demand until its next
      * install, so that others above their share are asked for it. */
     c->unmet_bytes = (uint64_t)(asked - k) * MM_CHUNK_SIZE;
-    mm__policy_update(s);
+    /* Demand moved from unmet to granted: the sum, and so every target, is
+     * unchanged unless others gave chunks back; then recompute. */
+    if (taken > 0)
+        mm__policy_update(s);
+    else
+        publish_target(c, c->target_bytes);
     if (k < asked)
         post_revocations(s, c, MM_REVOKE_CLIENT);
     return k > 0 ? (int)k : -ENOMEM;
@@ -542,6 +542,7 @@ static void find_touched(mm_host_client_t *c)
                 log_warn("client %u (%s): touched reclaimed chunk %u; punched again", c->id,
                          c->name, k);
                 punch_run(c, k, 1);
+                mm__refresh_resident(c);
             }
         }
         i = j;
@@ -561,12 +562,23 @@ static double read_psi(void)
     return avg10;
 }
 
+/* Is a client above target that the ladder can still act on (not waiting for
+ * an answer, not left to the forced steps)? */
+static bool any_actionable_over_target(mm_server_t *s)
+{
+    struct cds_lfht_iter iter;
+    mm_host_client_t *c;
+    for_each_client(s, iter, c) if (granted_of(c) > c->target_bytes && !c->revoke_pending &&
+                                    !c->revoke_missed) return true;
+    return false;
+}
+
 void mm__reclaim_tick(mm_server_t *s)
 {
     struct cds_lfht_iter iter;
     mm_host_client_t *c;
     uint64_t now = mm__now_ns();
-    bool scan = ++s->ticks % TOUCH_SCAN_TICKS == 0;
+    s->ticks++;
     if (s->ticks % PSI_TICKS == 0)
         s->psi_some_avg10 = read_psi();
     for_each_client(s, iter, c)
@@ -578,15 +590,19 @@ void mm__reclaim_tick(mm_server_t *s)
             log_info("client %u (%s): missed the deadline of revocation %llu", c->id, c->name,
                      (unsigned long long)c->revoke_seq);
         }
-        mm__refresh_resident(c);
-        mm__refresh_idle(c);
-        /* More resident than granted can only be a touched reclaimed chunk:
-         * look at once rather than at the next periodic scan. */
-        if (scan || c->resident_bytes > granted_of(c)) {
-            find_touched(c);
+        /* Kernel truth costs a syscall per client: each client is looked at
+         * once per REFRESH_TICKS, in turn, so that an idle daemon with many
+         * clients stays idle. */
+        if ((c->id + s->ticks) % REFRESH_TICKS == 0) {
             mm__refresh_resident(c);
+            mm__refresh_idle(c);
+            find_touched(c);
+        } else if (c->resident_bytes > granted_of(c)) {
+            /* More resident than granted (seen by any refresh, the admin's
+             * included) can only be a touched reclaimed chunk: look now. */
+            find_touched(c);
         }
     }
-    if (excess_chunks(s) > 0 || any_over_target(s))
+    if (excess_chunks(s) > 0 || any_actionable_over_target(s))
         mm__reclaim(s);
 }
