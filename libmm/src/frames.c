@@ -1,7 +1,7 @@
 /*
  * The shared frame allocator (contract in frames.h, layout in <mm/protocol.h>).
  *
- * State is one 64-bit word per 2 MiB chunk (free count, flags, reserver, pins,
+ * State is one 32-bit word per 2 MiB chunk (free count, flags, reserver, pins,
  * generation) and one bit per 4 KiB frame (1 = allocated), both living in the
  * shared-state memfd that the host daemon and an untrusted client map. The
  * chunk word changes only by compare-and-swap, so its fields change together
@@ -16,9 +16,14 @@
  * frame of the chunk is allocated or about to be. The host reclaims only then.
  *
  * Reservations: each client thread reserves one chunk (reserver = its slot) and
- * allocates there first. A reserved chunk that becomes full stays reserved (it
- * costs nothing: the host cannot take a full chunk anyway, and the next
- * allocation that does not fit drops it). The host may steal reservations.
+ * allocates there first, from the bitmap word where it last found room. A
+ * reserved chunk that becomes full stays reserved (it costs nothing: the host
+ * cannot take a full chunk anyway, and the next allocation that does not fit
+ * drops it). The host may steal reservations.
+ *
+ * The hot path (a run inside one bitmap word of the thread's reserved chunk,
+ * and its free) is one CAS on the chunk word and one on the bitmap word, with
+ * no scan, no division and no call out of this file.
  *
  * Every loop is bounded: CAS loops by MM_FRAMES_MAX_RETRIES (a failed CAS means
  * another writer succeeded, so honest contention stays far below the bound),
@@ -31,58 +36,53 @@
 #include <stdint.h>
 #include <string.h>
 
+#define likely(x)   __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+/* The hot path is inlined into mm__frames_alloc; the rare paths stay out. */
+#define hot_inline __attribute__((always_inline)) inline
+#define cold_path  __attribute__((noinline, cold))
+
 /* ---- Atomic wrappers: the name says the memory order ------------------- */
 
-static inline uint64_t load_acquire(_Atomic uint64_t *p)
-{
-    return atomic_load_explicit(p, memory_order_acquire);
-}
-
-static inline void store_release(_Atomic uint64_t *p, uint64_t v)
-{
-    atomic_store_explicit(p, v, memory_order_release);
-}
-
-static inline void store_relaxed(_Atomic uint64_t *p, uint64_t v)
-{
-    atomic_store_explicit(p, v, memory_order_relaxed);
-}
-
+/* Type-generic over the 32-bit chunk words and the 64-bit bitmap words. */
+#define load_acquire(p)     atomic_load_explicit((p), memory_order_acquire)
+#define store_release(p, v) atomic_store_explicit((p), (v), memory_order_release)
+#define store_relaxed(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
 /* Strong CAS: a spurious failure would only burn one of our bounded retries. */
-static inline bool cas_acq_rel(_Atomic uint64_t *p, uint64_t *expected, uint64_t desired)
-{
-    return atomic_compare_exchange_strong_explicit(p, expected, desired, memory_order_acq_rel,
-                                                   memory_order_acquire);
-}
-
-static inline uint64_t fetch_and_acq_rel(_Atomic uint64_t *p, uint64_t v)
-{
-    return atomic_fetch_and_explicit(p, v, memory_order_acq_rel);
-}
+#define cas_acq_rel(p, e, d)                                                                       \
+    atomic_compare_exchange_strong_explicit((p), (e), (d), memory_order_acq_rel,                   \
+                                            memory_order_acquire)
+#define fetch_and_acq_rel(p, v) atomic_fetch_and_explicit((p), (v), memory_order_acq_rel)
 
 /* ---- Chunk words and bitmaps ------------------------------------------- */
 
-#define FULL_WORD (~(uint64_t)0)
-#define GEN_MASK  (~(uint64_t)0 << MM_CW_GEN_SHIFT)
+#define FULL_WORD          (~(uint64_t)0)
+#define CHUNK_FRAMES_SHIFT (MM_CHUNK_SHIFT - MM_FRAME_SHIFT) /* 9 */
+#define BITMAP_WORD_MASK   (MM_CHUNK_BITMAP_WORDS - 1u)
 
-static inline _Atomic uint64_t *chunk_word(const mm_frames_t *f, uint32_t chunk)
+_Static_assert(MM_CHUNK_FRAMES == 1u << CHUNK_FRAMES_SHIFT, "chunk frames by shift");
+_Static_assert((MM_CHUNK_BITMAP_WORDS & BITMAP_WORD_MASK) == 0, "bitmap words by mask");
+
+static inline _Atomic uint32_t *chunk_word(const mm_frames_t *f, uint32_t chunk)
 {
     return &f->chunk_words[chunk];
 }
 
 static inline _Atomic uint64_t *bitmap_word(const mm_frames_t *f, uint32_t chunk, uint32_t w)
 {
-    return &f->bitmaps[(uint64_t)chunk * MM_CHUNK_BITMAP_WORDS + w];
+    return &f->bitmaps[((uint64_t)chunk << 3) + w];
 }
 
-/* The generation field of w plus one (wrapping inside its 32 bits). */
-static inline uint64_t next_gen(uint64_t w)
+_Static_assert(MM_CHUNK_BITMAP_WORDS == 1u << 3, "bitmap_word shifts by 3");
+
+/* The generation field of w plus one (wrapping inside its 8 bits). */
+static inline uint32_t next_gen(uint32_t w)
 {
-    return (uint64_t)(uint32_t)(mm_cw_gen(w) + 1u) << MM_CW_GEN_SHIFT;
+    return (uint32_t)((mm_cw_gen(w) + 1u) << MM_CW_GEN_SHIFT);
 }
 
 /* The canonical word of a chunk the host holds: all free, nothing else set. */
-static inline uint64_t reclaimed_word(uint64_t gen_bits)
+static inline uint32_t reclaimed_word(uint32_t gen_bits)
 {
     return gen_bits | MM_CW_RECLAIMED | MM_CHUNK_FRAMES;
 }
@@ -97,7 +97,7 @@ static inline uint64_t range_mask(uint32_t lo, uint32_t hi)
 /* Offset of the bitmaps: right after the chunk words, on a cache line. */
 static uint64_t bitmap_offset_for(uint32_t chunk_count)
 {
-    return (MM_CONTROL_BYTES + (uint64_t)chunk_count * 8 + 63) & ~(uint64_t)63;
+    return (MM_CONTROL_BYTES + (uint64_t)chunk_count * sizeof(uint32_t) + 63) & ~(uint64_t)63;
 }
 
 static inline bool is_pow2(uint32_t v)
@@ -111,25 +111,27 @@ static inline bool is_pow2(uint32_t v)
  * Take nframes of chunk's free count and make slot its reserver, in one CAS.
  * Refuses RECLAIMED, DISCARDABLE (its content may be dropped, so no new data
  * goes there) and impossible words, and chunks reserved by another slot.
- * *was_ours tells whether slot had reserved the chunk already.
- * Returns 0 or -ENOSPC.
+ * *was_ours tells whether slot had reserved the chunk already; *was_free is
+ * the count before. Returns 0 or -ENOSPC.
  */
-static int reserve_frames(const mm_frames_t *f, uint32_t chunk, uint32_t slot, uint32_t nframes,
-                          bool *was_ours)
+static hot_inline int reserve_frames(const mm_frames_t *f, uint32_t chunk, uint32_t slot,
+                                     uint32_t nframes, bool *was_ours, uint32_t *was_free)
 {
-    _Atomic uint64_t *cw = chunk_word(f, chunk);
-    uint64_t w = load_acquire(cw);
+    _Atomic uint32_t *cw = chunk_word(f, chunk);
+    uint32_t w = load_acquire(cw);
+    uint32_t slot_bits = slot << MM_CW_RESERVER_SHIFT;
 
     for (int i = 0; i < MM_FRAMES_MAX_RETRIES; i++) {
-        uint32_t res = mm_cw_reserver(w);
+        uint32_t res = w & MM_CW_RESERVER_MASK;
         uint32_t free_frames = mm_cw_free(w);
         if ((w & (MM_CW_RECLAIMED | MM_CW_DISCARDABLE)) || free_frames > MM_CHUNK_FRAMES ||
-            free_frames < nframes || (res != 0 && res != slot))
+            free_frames < nframes || (res != 0 && res != slot_bits))
             return -ENOSPC;
-        uint64_t nw = (w & ~MM_CW_RESERVER_MASK) | ((uint64_t)slot << MM_CW_RESERVER_SHIFT);
-        nw -= nframes; /* free >= nframes: no borrow out of the count field */
-        if (cas_acq_rel(cw, &w, nw)) {
-            *was_ours = res == slot;
+        /* free >= nframes: no borrow out of the count field. */
+        uint32_t nw = ((w & ~MM_CW_RESERVER_MASK) | slot_bits) - nframes;
+        if (likely(cas_acq_rel(cw, &w, nw))) {
+            *was_ours = res == slot_bits;
+            *was_free = free_frames;
             return 0;
         }
     }
@@ -142,25 +144,25 @@ static int reserve_frames(const mm_frames_t *f, uint32_t chunk, uint32_t slot, u
  * RECLAIMED word belongs to the host and is never written here; a count that
  * would pass 512 means the metadata is corrupt. Returns 0 or -EIO.
  */
-static int raise_free_drop(const mm_frames_t *f, uint32_t chunk, uint32_t nframes,
-                           uint32_t drop_slot)
+static hot_inline int raise_free_drop(const mm_frames_t *f, uint32_t chunk, uint32_t nframes,
+                                      uint32_t drop_slot)
 {
-    _Atomic uint64_t *cw = chunk_word(f, chunk);
-    uint64_t w = load_acquire(cw);
+    _Atomic uint32_t *cw = chunk_word(f, chunk);
+    uint32_t w = load_acquire(cw);
 
     for (int i = 0; i < MM_FRAMES_MAX_RETRIES; i++) {
         if ((w & MM_CW_RECLAIMED) || mm_cw_free(w) + nframes > MM_CHUNK_FRAMES)
             return -EIO;
-        uint64_t nw = w + nframes;
+        uint32_t nw = w + nframes;
         if (drop_slot != 0 && mm_cw_reserver(w) == drop_slot)
             nw &= ~MM_CW_RESERVER_MASK;
-        if (cas_acq_rel(cw, &w, nw))
+        if (likely(cas_acq_rel(cw, &w, nw)))
             return 0;
     }
     return -EIO;
 }
 
-static int raise_free(const mm_frames_t *f, uint32_t chunk, uint32_t nframes)
+static inline int raise_free(const mm_frames_t *f, uint32_t chunk, uint32_t nframes)
 {
     return raise_free_drop(f, chunk, nframes, 0);
 }
@@ -168,8 +170,8 @@ static int raise_free(const mm_frames_t *f, uint32_t chunk, uint32_t nframes)
 /* Clear chunk's reserver if it is still slot; anything else is left alone. */
 static void drop_reservation(const mm_frames_t *f, uint32_t chunk, uint32_t slot)
 {
-    _Atomic uint64_t *cw = chunk_word(f, chunk);
-    uint64_t w = load_acquire(cw);
+    _Atomic uint32_t *cw = chunk_word(f, chunk);
+    uint32_t w = load_acquire(cw);
 
     for (int i = 0; i < MM_FRAMES_MAX_RETRIES; i++) {
         if ((w & MM_CW_RECLAIMED) || mm_cw_reserver(w) != slot)
@@ -182,7 +184,7 @@ static void drop_reservation(const mm_frames_t *f, uint32_t chunk, uint32_t slot
 /* ---- Frame bits -------------------------------------------------------- */
 
 /* Bit p of the result is set iff bits p .. p+n-1 of word are all clear. */
-static uint64_t run_starts(uint64_t word, uint32_t n)
+static inline uint64_t run_starts(uint64_t word, uint32_t n)
 {
     uint64_t runs = ~word;
     uint32_t len = 1;
@@ -195,15 +197,16 @@ static uint64_t run_starts(uint64_t word, uint32_t n)
     return runs;
 }
 
-/* Bit p set for every p that is a multiple of align (align <= 64). */
-static uint64_t align_pattern(uint32_t align)
-{
-    uint64_t pattern = 1;
-
-    for (uint32_t s = align; s < 64; s <<= 1)
-        pattern |= pattern << s;
-    return pattern;
-}
+/* Bit p set for every p that is a multiple of 1 << i (i = 0..6). */
+static const uint64_t align_patterns[7] = {
+    FULL_WORD,
+    0x5555555555555555ull,
+    0x1111111111111111ull,
+    0x0101010101010101ull,
+    0x0001000100010001ull,
+    0x0000000100000001ull,
+    1,
+};
 
 /* True if any frame bit of the chunk is clear. */
 static bool chunk_has_clear_bit(const mm_frames_t *f, uint32_t chunk)
@@ -260,25 +263,54 @@ static bool mark_bits(const mm_frames_t *f, uint32_t chunk, uint32_t first_bit, 
 }
 
 /*
- * One pass over the chunk for a run of n <= 64 frames inside one bitmap word,
- * at a chunk offset that is a multiple of align. Returns the run's first bit
- * or -1.
+ * Claim a run of n <= 64 clear bits in one bitmap word at offsets whose bit
+ * is set in pattern, by one CAS. Returns the offset or -1 (no such run).
  */
-static int claim_small_pass(const mm_frames_t *f, uint32_t chunk, uint32_t n, uint32_t align)
+static hot_inline int claim_in_word(_Atomic uint64_t *bw, uint32_t n, uint64_t pattern)
 {
-    uint64_t pattern = align_pattern(align < 64 ? align : 64);
-    uint32_t word_step = align > 64 ? align / 64 : 1;
+    uint64_t cur = load_acquire(bw);
+    uint64_t ones = n >= 64 ? FULL_WORD : ((uint64_t)1 << n) - 1;
 
-    for (uint32_t w = 0; w < MM_CHUNK_BITMAP_WORDS; w += word_step) {
-        _Atomic uint64_t *bw = bitmap_word(f, chunk, w);
-        uint64_t cur = load_acquire(bw);
-        for (int i = 0; i < MM_FRAMES_MAX_RETRIES; i++) {
-            uint64_t starts = run_starts(cur, n) & pattern;
-            if (!starts)
-                break;
-            uint32_t off = (uint32_t)__builtin_ctzll(starts);
-            if (cas_acq_rel(bw, &cur, cur | range_mask(off, off + n)))
-                return (int)(w * 64 + off);
+    for (int i = 0; i < MM_FRAMES_MAX_RETRIES; i++) {
+        uint64_t starts = run_starts(cur, n) & pattern;
+        if (!starts)
+            return -1;
+        uint32_t off = (uint32_t)__builtin_ctzll(starts);
+        if (likely(cas_acq_rel(bw, &cur, cur | (ones << off))))
+            return (int)off;
+    }
+    return -1;
+}
+
+/*
+ * One pass over the chunk for a run of n <= 64 frames inside one bitmap word,
+ * at a chunk offset that is a multiple of align. Starts at the word *hint
+ * names (wrapping) and leaves there the word it claimed in. Returns the run's
+ * first bit or -1.
+ */
+static hot_inline int claim_small_pass(const mm_frames_t *f, uint32_t chunk, uint32_t n,
+                                       uint32_t align, uint32_t *hint)
+{
+    _Atomic uint64_t *bm = bitmap_word(f, chunk, 0);
+
+    if (likely(align <= 64)) {
+        uint64_t pattern = align_patterns[__builtin_ctz(align)];
+        uint32_t first = *hint & BITMAP_WORD_MASK;
+        for (uint32_t i = 0; i < MM_CHUNK_BITMAP_WORDS; i++) {
+            uint32_t w = (first + i) & BITMAP_WORD_MASK;
+            int off = claim_in_word(&bm[w], n, pattern);
+            if (likely(off >= 0)) {
+                *hint = w;
+                return (int)(w * 64) + off;
+            }
+        }
+        return -1;
+    }
+    /* A multiple of align > 64 is bit 0 of every (align / 64)-th word. */
+    for (uint32_t w = 0; w < MM_CHUNK_BITMAP_WORDS; w += align >> 6) {
+        if (claim_in_word(&bm[w], n, 1) == 0) {
+            *hint = w;
+            return (int)(w * 64);
         }
     }
     return -1;
@@ -305,18 +337,37 @@ static int claim_large_pass(const mm_frames_t *f, uint32_t chunk, uint32_t n, ui
 }
 
 /*
- * Set the bits of a run of n frames in chunk, whose count this thread has
- * already taken. Passes repeat only while no bit of the chunk is clear: the
- * count promises one, so that is a racing free or corrupt metadata.
- * Returns the first bit, -ENOSPC (fragmented: clear bits but no run) or -EIO.
+ * Set every bit of a chunk whose whole count (512) this thread has just taken.
+ * While the count is ours no honest peer writes a bit of the chunk (no
+ * allocator can take a frame, no frame is allocated to be freed, the host
+ * reclaims only at 512), so plain stores do, after loads that check every bit
+ * is clear. Returns 0, or -1 (nothing written) if a bit was set.
  */
-static int claim_run(const mm_frames_t *f, uint32_t chunk, uint32_t n, uint32_t align)
+static int claim_whole(const mm_frames_t *f, uint32_t chunk)
+{
+    for (uint32_t w = 0; w < MM_CHUNK_BITMAP_WORDS; w++)
+        if (load_acquire(bitmap_word(f, chunk, w)) != 0)
+            return -1;
+    for (uint32_t w = 0; w < MM_CHUNK_BITMAP_WORDS; w++)
+        store_release(bitmap_word(f, chunk, w), FULL_WORD);
+    return 0;
+}
+
+/*
+ * After a failed first pass (tried) or none: passes repeat only while no bit
+ * of the chunk is clear. The count promises one, so that is a racing free or
+ * corrupt metadata. Returns the first bit, -ENOSPC or -EIO.
+ */
+static cold_path int claim_run_slow(const mm_frames_t *f, uint32_t chunk, uint32_t n,
+                                    uint32_t align, uint32_t *hint, bool tried)
 {
     for (int pass = 0; pass < MM_FRAMES_MAX_RETRIES; pass++) {
-        int bit =
-            n <= 64 ? claim_small_pass(f, chunk, n, align) : claim_large_pass(f, chunk, n, align);
-        if (bit >= 0)
-            return bit;
+        if (pass > 0 || !tried) {
+            int bit = n <= 64 ? claim_small_pass(f, chunk, n, align, hint)
+                              : claim_large_pass(f, chunk, n, align);
+            if (bit >= 0)
+                return bit;
+        }
         if (chunk_has_clear_bit(f, chunk))
             return -ENOSPC;
     }
@@ -324,24 +375,44 @@ static int claim_run(const mm_frames_t *f, uint32_t chunk, uint32_t n, uint32_t 
 }
 
 /*
- * Reserve n frames of chunk for slot, then claim a run. If no run is found
- * the count is given back, and the reservation too if this call made it, so
- * that a chunk merely looked at is not left reserved.
+ * Set the bits of a run of n frames in chunk, whose count this thread has
+ * already taken (the count was was_free before it did). Returns the first
+ * bit, -ENOSPC (fragmented: clear bits but no run) or -EIO.
+ */
+static hot_inline int claim_run(const mm_frames_t *f, uint32_t chunk, uint32_t n, uint32_t align,
+                                uint32_t was_free, uint32_t *hint)
+{
+    if (likely(n <= 64)) {
+        int bit = claim_small_pass(f, chunk, n, align, hint);
+        if (likely(bit >= 0))
+            return bit;
+        return claim_run_slow(f, chunk, n, align, hint, true);
+    }
+    if (n == MM_CHUNK_FRAMES && was_free == MM_CHUNK_FRAMES && claim_whole(f, chunk) == 0)
+        return 0;
+    return claim_run_slow(f, chunk, n, align, hint, false);
+}
+
+/*
+ * Reserve n frames of chunk for the thread's slot, then claim a run. If no
+ * run is found the count is given back, and the reservation too if this call
+ * made it, so that a chunk merely looked at is not left reserved.
  * Returns 0, -ENOSPC (try another chunk) or -EIO.
  */
-static int alloc_in_chunk(const mm_frames_t *f, uint32_t slot, uint32_t chunk, uint32_t n,
-                          uint32_t align, uint64_t *frame_out)
+static hot_inline int alloc_in_chunk(const mm_frames_t *f, mm_frames_thread_t *t, uint32_t chunk,
+                                     uint32_t n, uint32_t align, uint64_t *frame_out)
 {
     bool was_ours = false;
-    int rc = reserve_frames(f, chunk, slot, n, &was_ours);
+    uint32_t was_free = 0;
+    int rc = reserve_frames(f, chunk, t->slot, n, &was_ours, &was_free);
     if (rc)
         return rc;
-    int bit = claim_run(f, chunk, n, align);
-    if (bit >= 0) {
-        *frame_out = (uint64_t)chunk * MM_CHUNK_FRAMES + (uint32_t)bit;
+    int bit = claim_run(f, chunk, n, align, was_free, &t->hint);
+    if (likely(bit >= 0)) {
+        *frame_out = ((uint64_t)chunk << CHUNK_FRAMES_SHIFT) + (uint32_t)bit;
         return 0;
     }
-    rc = raise_free_drop(f, chunk, n, was_ours ? 0 : slot);
+    rc = raise_free_drop(f, chunk, n, was_ours ? 0 : t->slot);
     return rc ? rc : bit;
 }
 
@@ -357,14 +428,14 @@ static int scan_chunks(const mm_frames_t *f, mm_frames_thread_t *t, uint32_t n, 
     uint32_t count = f->chunk_count;
 
     for (uint32_t i = 0, c = start; i < count; i++, c = c + 1 == count ? 0 : c + 1) {
-        uint64_t w = load_acquire(chunk_word(f, c));
+        uint32_t w = load_acquire(chunk_word(f, c));
         uint32_t free_frames = mm_cw_free(w), res = mm_cw_reserver(w);
         bool first_pass = free_frames < MM_CHUNK_FRAMES || res == t->slot;
         if (c == skip || (w & (MM_CW_RECLAIMED | MM_CW_DISCARDABLE)) || free_frames < n ||
             free_frames > MM_CHUNK_FRAMES || first_pass == want_whole ||
             (res != 0 && res != t->slot))
             continue;
-        int rc = alloc_in_chunk(f, t->slot, c, n, align, frame_out);
+        int rc = alloc_in_chunk(f, t, c, n, align, frame_out);
         if (rc == -ENOSPC)
             continue;
         if (rc == 0 && t->chunk != c) {
@@ -377,39 +448,109 @@ static int scan_chunks(const mm_frames_t *f, mm_frames_thread_t *t, uint32_t n, 
     return -ENOSPC;
 }
 
-/* ---- Client API -------------------------------------------------------- */
-
-int mm__frames_alloc(mm_frames_t *f, mm_frames_thread_t *t, uint32_t nframes, uint32_t align_frames,
-                     uint64_t *frame_out)
+/* Out of the hot path: the thread has no chunk, or its chunk had no room. */
+static cold_path int alloc_slow(mm_frames_t *f, mm_frames_thread_t *t, uint32_t nframes,
+                                uint32_t align, uint64_t *frame_out)
 {
-    if (!f || !t || !frame_out || f->chunk_count == 0 || nframes == 0 ||
-        nframes > MM_CHUNK_FRAMES || !is_pow2(align_frames) || align_frames > MM_CHUNK_FRAMES ||
-        t->slot == 0 || t->slot > MM_RESERVER_SLOTS)
+    if (f->chunk_count == 0)
         return -EINVAL;
-
     /* Threads without a chunk start apart, so that they do not collide. */
     uint32_t start = (uint32_t)((uint64_t)(t->slot - 1) * f->chunk_count / MM_RESERVER_SLOTS);
     uint32_t skip = UINT32_MAX;
     if (t->chunk < f->chunk_count) {
-        int rc = alloc_in_chunk(f, t->slot, t->chunk, nframes, align_frames, frame_out);
-        if (rc != -ENOSPC)
-            return rc;
         /* Reclaimed, reserved by another, too full or fragmented: let go. */
         drop_reservation(f, t->chunk, t->slot);
         start = skip = t->chunk;
         t->chunk = UINT32_MAX;
     }
-    int rc = scan_chunks(f, t, nframes, align_frames, start, skip, false, frame_out);
+    int rc = scan_chunks(f, t, nframes, align, start, skip, false, frame_out);
     if (rc == -ENOSPC)
-        rc = scan_chunks(f, t, nframes, align_frames, start, skip, true, frame_out);
+        rc = scan_chunks(f, t, nframes, align, start, skip, true, frame_out);
     return rc;
+}
+
+/*
+ * The rest of a fast-path allocation whose count was taken from the thread's
+ * own chunk but whose hint word had no run: the search of alloc_in_chunk.
+ * Returns 0, -ENOSPC (count given back, reservation kept) or -EIO.
+ */
+static cold_path int alloc_own_rest(const mm_frames_t *f, mm_frames_thread_t *t, uint32_t chunk,
+                                    uint32_t n, uint32_t align, uint32_t was_free,
+                                    uint64_t *frame_out)
+{
+    int bit = claim_run(f, chunk, n, align, was_free, &t->hint);
+    if (bit >= 0) {
+        *frame_out = ((uint64_t)chunk << CHUNK_FRAMES_SHIFT) + (uint32_t)bit;
+        return 0;
+    }
+    int rc = raise_free(f, chunk, n);
+    return rc ? rc : bit;
+}
+
+/*
+ * The hot path: a run of n <= 64 frames (align <= 64) in the thread's own
+ * reserved chunk, tried in the hint word first. One check covers the flags
+ * and the reserver; one unsigned compare covers n <= free <= 512. Returns 0,
+ * -EIO, -ENOSPC (the chunk has no room: move on) or -EAGAIN (the fast path
+ * does not apply; nothing was changed).
+ */
+static hot_inline int alloc_own(const mm_frames_t *f, mm_frames_thread_t *t, uint32_t chunk,
+                                uint32_t n, uint32_t align, uint64_t *frame_out)
+{
+    _Atomic uint32_t *cw = chunk_word(f, chunk);
+    uint32_t w = load_acquire(cw);
+    uint32_t own = t->slot << MM_CW_RESERVER_SHIFT;
+    const uint32_t gate = MM_CW_RECLAIMED | MM_CW_DISCARDABLE | MM_CW_RESERVER_MASK;
+
+    if (unlikely((w & gate) != own || mm_cw_free(w) - n > MM_CHUNK_FRAMES - n))
+        return -EAGAIN;
+    if (unlikely(!cas_acq_rel(cw, &w, w - n)))
+        return -EAGAIN;
+
+    uint32_t hint = t->hint & BITMAP_WORD_MASK;
+    _Atomic uint64_t *bw = bitmap_word(f, chunk, hint);
+    uint64_t cur = load_acquire(bw);
+    uint64_t starts = run_starts(cur, n) & align_patterns[__builtin_ctz(align)];
+    if (likely(starts)) {
+        uint32_t off = (uint32_t)__builtin_ctzll(starts);
+        uint64_t ones = n >= 64 ? FULL_WORD : ((uint64_t)1 << n) - 1;
+        if (likely(cas_acq_rel(bw, &cur, cur | (ones << off)))) {
+            *frame_out = ((uint64_t)chunk << CHUNK_FRAMES_SHIFT) + (hint << 6) + off;
+            return 0;
+        }
+    }
+    return alloc_own_rest(f, t, chunk, n, align, mm_cw_free(w), frame_out);
+}
+
+/* ---- Client API -------------------------------------------------------- */
+
+int mm__frames_alloc(mm_frames_t *f, mm_frames_thread_t *t, uint32_t nframes, uint32_t align_frames,
+                     uint64_t *frame_out)
+{
+    /* Unsigned wrap folds the zero checks into the range checks. */
+    if (unlikely(!f || !t || !frame_out || nframes - 1 >= MM_CHUNK_FRAMES ||
+                 !is_pow2(align_frames) || align_frames > MM_CHUNK_FRAMES ||
+                 t->slot - 1 >= MM_RESERVER_SLOTS))
+        return -EINVAL;
+
+    uint32_t chunk = t->chunk;
+    if (likely(chunk < f->chunk_count)) {
+        int rc = -EAGAIN;
+        if (likely(nframes <= 64 && align_frames <= 64))
+            rc = alloc_own(f, t, chunk, nframes, align_frames, frame_out);
+        if (rc == -EAGAIN)
+            rc = alloc_in_chunk(f, t, chunk, nframes, align_frames, frame_out);
+        if (likely(rc != -ENOSPC))
+            return rc;
+    }
+    return alloc_slow(f, t, nframes, align_frames, frame_out);
 }
 
 /* Take all 512 frames of a wholly free, unreserved, granted chunk in one CAS. */
 static int take_whole_chunk(const mm_frames_t *f, uint32_t chunk, uint32_t slot)
 {
-    _Atomic uint64_t *cw = chunk_word(f, chunk);
-    uint64_t w = load_acquire(cw);
+    _Atomic uint32_t *cw = chunk_word(f, chunk);
+    uint32_t w = load_acquire(cw);
 
     for (int i = 0; i < MM_FRAMES_MAX_RETRIES; i++) {
         if ((w & (MM_CW_RECLAIMED | MM_CW_DISCARDABLE)) || mm_cw_free(w) != MM_CHUNK_FRAMES ||
@@ -469,7 +610,7 @@ undo_counts:
 /* A chunk a multi-chunk run may use: installable, or free and unclaimed. */
 static bool run_candidate(const mm_frames_t *f, uint32_t chunk)
 {
-    uint64_t w = load_acquire(chunk_word(f, chunk));
+    uint32_t w = load_acquire(chunk_word(f, chunk));
 
     if (w & MM_CW_RECLAIMED)
         return true;
@@ -522,23 +663,21 @@ static bool range_allocated(const mm_frames_t *f, uint64_t first, uint64_t n)
 }
 
 /*
- * The range is checked first, so a plain bad free changes nothing. A double
- * free racing this one can still clear some bits first: then only the bits
- * this call really cleared are counted back, and -EINVAL is returned.
+ * Any range: checked first, so a plain bad free changes nothing. A double free
+ * racing this one can still clear some bits first: then only the bits this
+ * call really cleared are counted back, and -EINVAL is returned.
  */
-int mm__frames_free(mm_frames_t *f, uint64_t first_frame, uint64_t nframes)
+static cold_path int free_range(mm_frames_t *f, uint64_t first_frame, uint64_t nframes)
 {
-    uint64_t total = f ? (uint64_t)f->chunk_count * MM_CHUNK_FRAMES : 0;
-    if (!f || nframes == 0 || first_frame >= total || nframes > total - first_frame ||
-        !range_allocated(f, first_frame, nframes))
+    if (!range_allocated(f, first_frame, nframes))
         return -EINVAL;
 
     uint64_t end = first_frame + nframes;
     bool lost_race = false;
     int rc = 0;
     for (uint64_t b = first_frame; b < end;) {
-        uint32_t chunk = (uint32_t)(b / MM_CHUNK_FRAMES);
-        uint64_t chunk_end = (uint64_t)(chunk + 1) * MM_CHUNK_FRAMES;
+        uint32_t chunk = (uint32_t)(b >> CHUNK_FRAMES_SHIFT);
+        uint64_t chunk_end = (uint64_t)(chunk + 1) << CHUNK_FRAMES_SHIFT;
         uint32_t cleared = 0;
         for (; b < end && b < chunk_end;) {
             uint64_t gw = b / 64;
@@ -559,6 +698,33 @@ int mm__frames_free(mm_frames_t *f, uint64_t first_frame, uint64_t nframes)
     return lost_race ? -EINVAL : 0;
 }
 
+/*
+ * A range inside one bitmap word (every run of up to 64 frames the allocator
+ * hands out) is checked and cleared by one CAS, so a bad or racing double
+ * free changes nothing; past the retry bound, free_range finishes the job.
+ */
+int mm__frames_free(mm_frames_t *f, uint64_t first_frame, uint64_t nframes)
+{
+    uint64_t total = f ? (uint64_t)f->chunk_count << CHUNK_FRAMES_SHIFT : 0;
+    if (unlikely(!f || nframes == 0 || first_frame >= total || nframes > total - first_frame))
+        return -EINVAL;
+
+    uint32_t lo = (uint32_t)(first_frame & 63);
+    if (unlikely(lo + nframes > 64))
+        return free_range(f, first_frame, nframes);
+
+    uint64_t mask = range_mask(lo, lo + (uint32_t)nframes);
+    _Atomic uint64_t *bw = &f->bitmaps[first_frame >> 6];
+    uint64_t cur = load_acquire(bw);
+    for (int i = 0; i < MM_FRAMES_MAX_RETRIES; i++) {
+        if (unlikely((cur & mask) != mask))
+            return -EINVAL;
+        if (likely(cas_acq_rel(bw, &cur, cur & ~mask)))
+            return raise_free(f, (uint32_t)(first_frame >> CHUNK_FRAMES_SHIFT), (uint32_t)nframes);
+    }
+    return free_range(f, first_frame, nframes);
+}
+
 void mm__frames_unreserve(mm_frames_t *f, mm_frames_thread_t *t)
 {
     if (!f || !t)
@@ -571,7 +737,7 @@ void mm__frames_unreserve(mm_frames_t *f, mm_frames_thread_t *t)
 /* ---- Host API ---------------------------------------------------------- */
 
 /* The word allows reclaim: it says wholly free, unflagged, unpinned. */
-static bool word_reclaimable(uint64_t w, bool steal_reserved)
+static bool word_reclaimable(uint32_t w, bool steal_reserved)
 {
     return mm_cw_free(w) == MM_CHUNK_FRAMES && !(w & (MM_CW_RECLAIMED | MM_CW_DISCARDABLE)) &&
            mm_cw_pins(w) == 0 && (mm_cw_reserver(w) == 0 || steal_reserved);
@@ -586,8 +752,8 @@ bool mm__frames_try_reclaim(mm_frames_t *f, uint32_t chunk, bool steal_reserved)
 {
     if (!f || chunk >= f->chunk_count)
         return false;
-    _Atomic uint64_t *cw = chunk_word(f, chunk);
-    uint64_t w = load_acquire(cw);
+    _Atomic uint32_t *cw = chunk_word(f, chunk);
+    uint32_t w = load_acquire(cw);
 
     for (int i = 0; i < MM_FRAMES_MAX_RETRIES; i++) {
         if (!word_reclaimable(w, steal_reserved))
@@ -614,9 +780,9 @@ void mm__frames_install(mm_frames_t *f, uint32_t chunk, uint32_t slot)
         slot = 0; /* not a slot: install unreserved rather than corrupt the word */
     for (uint32_t b = 0; b < MM_CHUNK_BITMAP_WORDS; b++)
         store_release(bitmap_word(f, chunk, b), 0);
-    _Atomic uint64_t *cw = chunk_word(f, chunk);
-    uint64_t w = load_acquire(cw);
-    store_release(cw, next_gen(w) | ((uint64_t)slot << MM_CW_RESERVER_SHIFT) | MM_CHUNK_FRAMES);
+    _Atomic uint32_t *cw = chunk_word(f, chunk);
+    uint32_t w = load_acquire(cw);
+    store_release(cw, next_gen(w) | (slot << MM_CW_RESERVER_SHIFT) | MM_CHUNK_FRAMES);
 }
 
 /*
@@ -628,11 +794,11 @@ bool mm__frames_repair_reclaimed(mm_frames_t *f, uint32_t chunk)
 {
     if (!f || chunk >= f->chunk_count)
         return false;
-    _Atomic uint64_t *cw = chunk_word(f, chunk);
-    uint64_t w = load_acquire(cw);
+    _Atomic uint32_t *cw = chunk_word(f, chunk);
+    uint32_t w = load_acquire(cw);
 
     for (int i = 0; i < MM_FRAMES_MAX_RETRIES; i++) {
-        if (w == reclaimed_word(w & GEN_MASK))
+        if (w == reclaimed_word(w & MM_CW_GEN_MASK))
             return false;
         if (cas_acq_rel(cw, &w, reclaimed_word(next_gen(w))))
             return true;
@@ -645,7 +811,7 @@ uint32_t mm__frames_chunk_free(const mm_frames_t *f, uint32_t chunk)
 {
     if (!f || chunk >= f->chunk_count)
         return 0;
-    uint64_t w = load_acquire(chunk_word(f, chunk));
+    uint32_t w = load_acquire(chunk_word(f, chunk));
     if ((w & MM_CW_RECLAIMED) || mm_cw_free(w) > MM_CHUNK_FRAMES)
         return 0;
     return mm_cw_free(w);
@@ -680,7 +846,7 @@ void mm__frames_format(void *shared, uint64_t region_bytes, uint32_t chunk_count
     ctl->bitmap_offset = bitmap_offset_for(chunk_count);
     ctl->shared_bytes = mm_shared_bytes(chunk_count);
 
-    _Atomic uint64_t *words = (_Atomic uint64_t *)((char *)shared + MM_CONTROL_BYTES);
+    _Atomic uint32_t *words = (_Atomic uint32_t *)((char *)shared + MM_CONTROL_BYTES);
     for (uint32_t c = 0; c < chunk_count; c++)
         store_relaxed(&words[c], reclaimed_word(0));
 }
@@ -710,13 +876,13 @@ int mm__frames_view(mm_frames_t *f, void *shared, uint64_t shared_bytes, uint64_
         geo.bitmap_offset != bitmap_offset_for(geo.chunk_count) || bitmap_end > shared_bytes)
         return -EPROTO;
 
-    f->chunk_words = (_Atomic uint64_t *)((char *)shared + geo.chunk_words_offset);
+    f->chunk_words = (_Atomic uint32_t *)((char *)shared + geo.chunk_words_offset);
     f->bitmaps = (_Atomic uint64_t *)((char *)shared + geo.bitmap_offset);
     f->chunk_count = geo.chunk_count;
     return 0;
 }
 
-void mm__frames_view_raw(mm_frames_t *f, _Atomic uint64_t *chunk_words, _Atomic uint64_t *bitmaps,
+void mm__frames_view_raw(mm_frames_t *f, _Atomic uint32_t *chunk_words, _Atomic uint64_t *bitmaps,
                          uint32_t chunk_count)
 {
     f->chunk_words = chunk_words;

@@ -60,9 +60,12 @@ void mm__frames_view_raw(mm_frames_t *f, _Atomic uint32_t *chunk_words, _Atomic 
 /*
  * Client: allocate nframes (1..512) contiguous frames aligned to align_frames
  * (a power of two, 1..512) inside one granted chunk. Tries the thread's
- * reserved chunk first, then reserves another (one CAS reserves the chunk and
- * takes the frames). Runs of more than 64 frames start on a 64-frame
- * boundary. On success *frame_out is the first frame's index in the region.
+ * reserved chunk first, from its hint word on (while that chunk has room: one
+ * CAS on the chunk word, one on a bitmap word, no scan), then reserves another
+ * (one CAS reserves the chunk and takes the frames). Runs of more than 64
+ * frames start on a 64-frame boundary; shorter ones lie inside one bitmap
+ * word. On success *frame_out is the first frame's index in the region.
+ * Thread-safe for distinct t; t belongs to the calling thread.
  * -ENOSPC: no granted chunk has such a run (the caller may install);
  * -EINVAL: bad arguments; -EIO: the metadata is inconsistent.
  */
@@ -89,7 +92,8 @@ int mm__frames_find_run(const mm_frames_t *f, uint32_t nchunks, uint32_t hint,
 
 /*
  * Client: free nframes frames starting at first_frame (may span chunks).
- * Clears the frame bits before raising each chunk's free count.
+ * Clears the frame bits before raising each chunk's free count (a range
+ * inside one bitmap word: one CAS on it, one on the chunk word).
  * -EINVAL if any frame in the range is not allocated (nothing is changed).
  */
 int mm__frames_free(mm_frames_t *f, uint64_t first_frame, uint64_t nframes);

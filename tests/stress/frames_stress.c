@@ -3,8 +3,10 @@
  * (libmm/src/frames.c), not a benchmark: its timings mean nothing.
  *
  * N client threads (default 4, argv[1] overrides) allocate runs of random
- * sizes and alignments, take whole-chunk runs, and free them, while one host
- * thread steals free chunks (try_reclaim with steal) and installs them again.
+ * sizes and alignments, take whole-chunk runs, and free them, while two host
+ * threads play the daemon: one reclaims wholly free chunks (try_reclaim with
+ * steal), the other installs reclaimed ones again, reserved for a random
+ * client slot or for none.
  * Seeds and per-thread op counts are fixed, so every run does the same work.
  * After each phase the threads are joined and the metadata is checked against
  * the threads' own records and a per-frame owner array:
@@ -41,10 +43,14 @@ typedef struct shared {
     _Atomic uint32_t errors;
     _Atomic uint32_t running; /* client threads still in the phase */
     uint32_t nthreads;
-    bool host_holds[CHUNKS]; /* the host's own record, host thread only */
-    uint64_t host_rng;
-    uint64_t reclaims, installs;
+    /* The host's own record of each chunk, handed between its two threads:
+     * GRANTED -> (reclaimer) HELD -> (installer) INSTALLING -> GRANTED. */
+    _Atomic uint32_t host_state[CHUNKS];
+    uint64_t reclaimer_rng, installer_rng;
+    uint64_t reclaims, installs; /* each written by its own host thread */
 } shared_t;
+
+enum { GRANTED = 0, HELD = 1, INSTALLING = 2 };
 
 typedef struct worker {
     shared_t *s;
@@ -146,8 +152,8 @@ static void *worker_main(void *arg)
         if (r % 2048 == 0) { /* let go of everything: whole chunks for the host */
             while (w->nruns)
                 free_run(w, 0);
-        } else if (w->nruns == MAX_RUNS || w->held_frames > w->max_frames ||
-                   (w->nruns > 0 && (r >> 20) % 2)) {
+        } else if (w->nruns > 0 &&
+                   (w->nruns == MAX_RUNS || w->held_frames > w->max_frames || (r >> 20) % 2)) {
             free_run(w, (uint32_t)((r >> 24) % w->nruns));
         } else if ((r >> 32) % 64 == 0) {
             alloc_whole(w, r >> 36);
@@ -159,28 +165,40 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* The host: take free chunks back (stealing reservations) and give them again. */
-static void *host_main(void *arg)
+/* Host, reclaimer: take wholly free chunks back, stealing reservations. */
+static void *reclaimer_main(void *arg)
 {
     shared_t *s = arg;
     while (atomic_load(&s->running) > 0) {
-        uint32_t c = (uint32_t)(xorshift(&s->host_rng) % CHUNKS);
-        if (s->host_holds[c]) {
-            /* An honest client never writes a chunk the host holds. */
-            if (mm__frames_repair_reclaimed(&s->f, c))
-                fail(s, "client wrote a reclaimed chunk word", c, 0);
-            if (xorshift(&s->host_rng) % 2) {
-                uint32_t slot = (uint32_t)(xorshift(&s->host_rng) % (s->nthreads + 1));
-                mm__frames_install(&s->f, c, slot);
-                s->host_holds[c] = false;
-                s->installs++;
-            }
-        } else if (mm__frames_try_reclaim(&s->f, c, true)) {
-            s->host_holds[c] = true;
+        uint32_t c = (uint32_t)(xorshift(&s->reclaimer_rng) % CHUNKS);
+        if (atomic_load(&s->host_state[c]) == GRANTED && mm__frames_try_reclaim(&s->f, c, true)) {
             s->reclaims++;
             for (uint32_t fr = c * MM_CHUNK_FRAMES; fr < (c + 1) * MM_CHUNK_FRAMES; fr++)
                 if (atomic_load(&s->owner[fr]) != 0)
                     fail(s, "host reclaimed an owned frame", fr, atomic_load(&s->owner[fr]));
+            atomic_store(&s->host_state[c], HELD);
+        }
+        sched_yield();
+    }
+    return NULL;
+}
+
+/* Host, installer: give reclaimed chunks back, reserved for a slot or none. */
+static void *installer_main(void *arg)
+{
+    shared_t *s = arg;
+    while (atomic_load(&s->running) > 0) {
+        uint32_t c = (uint32_t)(xorshift(&s->installer_rng) % CHUNKS);
+        uint32_t held = HELD;
+        if (xorshift(&s->installer_rng) % 2 &&
+            atomic_compare_exchange_strong(&s->host_state[c], &held, INSTALLING)) {
+            /* An honest client never writes a chunk the host holds. */
+            if (mm__frames_repair_reclaimed(&s->f, c))
+                fail(s, "client wrote a reclaimed chunk word", c, 0);
+            uint32_t slot = (uint32_t)(xorshift(&s->installer_rng) % (s->nthreads + 1));
+            mm__frames_install(&s->f, c, slot);
+            s->installs++;
+            atomic_store(&s->host_state[c], GRANTED);
         }
         sched_yield();
     }
@@ -212,12 +230,13 @@ static void verify(shared_t *s, worker_t *w, int phase)
             if (bit != (atomic_load(&s->owner[fr]) != 0))
                 fail(s, "bit and owner disagree (frame, phase)", fr, (uint64_t)phase);
         }
-        if (mm__frames_chunk_reclaimed(&s->f, c) != s->host_holds[c])
+        bool held = atomic_load(&s->host_state[c]) == HELD;
+        if (mm__frames_chunk_reclaimed(&s->f, c) != held)
             fail(s, "RECLAIMED flag differs from the host's record (chunk, phase)", c,
                  (uint64_t)phase);
-        if (s->host_holds[c] && clear != MM_CHUNK_FRAMES)
+        if (held && clear != MM_CHUNK_FRAMES)
             fail(s, "frame allocated in a reclaimed chunk (chunk, phase)", c, (uint64_t)phase);
-        if (!s->host_holds[c] && mm__frames_chunk_free(&s->f, c) != clear)
+        if (!held && mm__frames_chunk_free(&s->f, c) != clear)
             fail(s, "free count differs from clear bits (chunk, count)", c,
                  mm__frames_chunk_free(&s->f, c));
     }
@@ -227,31 +246,36 @@ static void verify(shared_t *s, worker_t *w, int phase)
 
 static int run_phase(shared_t *s, worker_t *w)
 {
-    pthread_t threads[MAX_THREADS], host;
+    pthread_t threads[MAX_THREADS] = {0}, reclaimer, installer;
     atomic_store(&s->running, s->nthreads);
     for (uint32_t i = 0; i < s->nthreads; i++)
         if (pthread_create(&threads[i], NULL, worker_main, &w[i]) != 0)
             return -1;
-    if (pthread_create(&host, NULL, host_main, s) != 0)
+    if (pthread_create(&reclaimer, NULL, reclaimer_main, s) != 0 ||
+        pthread_create(&installer, NULL, installer_main, s) != 0)
         return -1;
     for (uint32_t i = 0; i < s->nthreads; i++)
         pthread_join(threads[i], NULL);
-    pthread_join(host, NULL);
+    pthread_join(reclaimer, NULL);
+    pthread_join(installer, NULL);
     return 0;
 }
 
-static shared_t *setup(uint32_t nthreads, _Atomic uint64_t **words, _Atomic uint64_t **bitmaps)
+static shared_t *setup(uint32_t nthreads, _Atomic uint32_t **words, _Atomic uint64_t **bitmaps)
 {
     shared_t *s = calloc(1, sizeof(*s));
     *words = calloc(CHUNKS, sizeof(**words));
     *bitmaps = calloc((size_t)CHUNKS * MM_CHUNK_BITMAP_WORDS, sizeof(**bitmaps));
-    if (!s || !*words || !*bitmaps)
+    if (!s || !*words || !*bitmaps) {
+        free(s); /* main frees the arrays */
         return NULL;
+    }
     mm__frames_view_raw(&s->f, *words, *bitmaps, CHUNKS);
     for (uint32_t c = 0; c < CHUNKS; c++) /* as formatted, then granted */
         mm__frames_install(&s->f, c, 0);
     s->nthreads = nthreads;
-    s->host_rng = 0x9e3779b97f4a7c15ull;
+    s->reclaimer_rng = 0x9e3779b97f4a7c15ull;
+    s->installer_rng = 0xd1b54a32d192ed03ull;
     return s;
 }
 
@@ -262,11 +286,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s [threads 1..%d]\n", argv[0], MAX_THREADS);
         return 2;
     }
-    _Atomic uint64_t *words, *bitmaps;
+    _Atomic uint32_t *words;
+    _Atomic uint64_t *bitmaps;
     shared_t *s = setup((uint32_t)n, &words, &bitmaps);
     worker_t *w = calloc((size_t)n, sizeof(*w));
     if (!s || !w) {
         fprintf(stderr, "stress_frames: out of memory\n");
+        free(w);
+        free(bitmaps);
+        free(words);
+        free(s);
         return 1;
     }
     for (uint32_t i = 0; i < (uint32_t)n; i++)
@@ -274,7 +303,7 @@ int main(int argc, char **argv)
                           .t = {.slot = i + 1, .chunk = UINT32_MAX},
                           .id = i + 1,
                           .rng = 0x2545f4914f6cdd1dull * (i + 1),
-                          .max_frames = FRAMES / (2 * (uint64_t)n)};
+                          .max_frames = (uint64_t)FRAMES / (2 * (uint64_t)n)};
 
     uint64_t ops = 0;
     for (int phase = 0; phase < PHASES && atomic_load(&s->errors) == 0; phase++) {
@@ -292,7 +321,7 @@ int main(int argc, char **argv)
     }
     verify(s, w, PHASES);
     for (uint32_t c = 0; c < CHUNKS; c++) /* installs may have left reservations */
-        if (!s->host_holds[c] && !mm__frames_try_reclaim(&s->f, c, true))
+        if (atomic_load(&s->host_state[c]) != HELD && !mm__frames_try_reclaim(&s->f, c, true))
             fail(s, "chunk not reclaimable after everything was freed", c, 0);
 
     uint32_t errors = atomic_load(&s->errors);

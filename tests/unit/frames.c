@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "frames.h"
 
@@ -47,11 +48,11 @@ static void grant_all(meta_t *m, uint32_t slot)
         mm__frames_install(&m->f, c, slot);
 }
 
-static uint64_t cw(const meta_t *m, uint32_t c)
+static uint32_t cw(const meta_t *m, uint32_t c)
 {
     return atomic_load(&m->f.chunk_words[c]);
 }
-static void set_cw(meta_t *m, uint32_t c, uint64_t v)
+static void set_cw(meta_t *m, uint32_t c, uint32_t v)
 {
     atomic_store(&m->f.chunk_words[c], v);
 }
@@ -80,10 +81,9 @@ static uint32_t zero_bits(const meta_t *m, uint32_t c)
 }
 
 /* A word as a client-visible granted chunk: free count, reserver, gen. */
-static uint64_t word_of(uint32_t free_frames, uint32_t reserver, uint32_t gen)
+static uint32_t word_of(uint32_t free_frames, uint32_t reserver, uint32_t gen)
 {
-    return (uint64_t)gen << MM_CW_GEN_SHIFT | (uint64_t)reserver << MM_CW_RESERVER_SHIFT |
-           free_frames;
+    return gen << MM_CW_GEN_SHIFT | reserver << MM_CW_RESERVER_SHIFT | free_frames;
 }
 
 static void *snapshot(const meta_t *m)
@@ -117,7 +117,7 @@ Test(frames, format_marks_every_chunk_reclaimed_with_geometry)
     cr_assert_eq(ctl->chunk_count, 5);
     cr_assert_eq(ctl->region_bytes, 5ull * MM_CHUNK_SIZE);
     cr_assert_eq(ctl->chunk_words_offset, MM_CONTROL_BYTES);
-    cr_assert_eq(ctl->bitmap_offset, 4160); /* 4096 + 40 rounded up to 64 */
+    cr_assert_eq(ctl->bitmap_offset, 4160); /* 4096 + 5 * 4 rounded up to 64 */
     cr_assert_eq(ctl->shared_bytes, mm_shared_bytes(5));
     for (uint32_t c = 0; c < 5; c++) {
         cr_assert_eq(cw(&m, c), MM_CW_RECLAIMED | MM_CHUNK_FRAMES);
@@ -130,10 +130,31 @@ Test(frames, format_marks_every_chunk_reclaimed_with_geometry)
 Test(frames, shared_bytes_covers_rounded_bitmap_offset_for_any_count)
 {
     for (uint64_t n = 1; n <= 1u << 19; n = n < 5000 ? n + 1 : n * 3 / 2) {
-        uint64_t bitmap_offset = (MM_CONTROL_BYTES + n * 8 + 63) & ~63ull;
+        uint64_t bitmap_offset = (MM_CONTROL_BYTES + n * 4 + 63) & ~63ull;
         uint64_t end = bitmap_offset + n * MM_CHUNK_BITMAP_WORDS * 8;
         cr_assert_leq(end, mm_shared_bytes((uint32_t)n), "chunk_count %llu", (unsigned long long)n);
     }
+}
+
+Test(frames, metadata_of_16_gib_region_is_at_most_1_1_bits_per_frame)
+{
+    uint32_t chunks = (uint32_t)((16ull << 30) / MM_CHUNK_SIZE);
+    uint64_t frames = (uint64_t)chunks * MM_CHUNK_FRAMES;
+    uint64_t meta_bytes = mm_shared_bytes(chunks) - MM_CONTROL_BYTES;
+    cr_assert_eq(sizeof(*((mm_frames_t *)0)->chunk_words), 4, "32-bit chunk words");
+    cr_assert_leq(meta_bytes * 8 * 10, frames * 11, "%llu bytes for %llu frames",
+                  (unsigned long long)meta_bytes, (unsigned long long)frames);
+}
+
+Test(frames, chunk_word_fields_hold_their_ranges)
+{
+    uint32_t w = word_of(MM_CHUNK_FRAMES, MM_RESERVER_SLOTS, 255) | MM_CW_RECLAIMED |
+                 MM_CW_DISCARDABLE | (MM_CW_PIN_MAX << MM_CW_PIN_SHIFT);
+    cr_assert_eq(mm_cw_free(w), 512);
+    cr_assert_eq(mm_cw_reserver(w), MM_RESERVER_SLOTS);
+    cr_assert_eq(mm_cw_pins(w), MM_CW_PIN_MAX);
+    cr_assert_eq(mm_cw_gen(w), 255);
+    cr_assert_eq(mm_cw_free(word_of(0, MM_RESERVER_SLOTS, 255)), 0);
 }
 
 Test(frames, view_rejects_bad_geometry_with_eproto)
@@ -273,7 +294,7 @@ Test(frames, free_of_unallocated_frame_fails_with_einval_and_changes_nothing)
     cr_assert_eq(mm__frames_free(&m.f, frame + 4, 1), -EINVAL, "never allocated");
     cr_assert_eq(mm__frames_free(&m.f, frame, 5), -EINVAL, "range runs past the allocation");
     cr_assert_eq(mm__frames_free(&m.f, frame, 0), -EINVAL, "empty range");
-    cr_assert_eq(mm__frames_free(&m.f, 2 * MM_CHUNK_FRAMES, 1), -EINVAL, "outside region");
+    cr_assert_eq(mm__frames_free(&m.f, 2ull * MM_CHUNK_FRAMES, 1), -EINVAL, "outside region");
     cr_assert_eq(mm__frames_free(&m.f, frame, UINT64_MAX), -EINVAL, "overflowing range");
     assert_unchanged(&m, snap);
 
@@ -324,6 +345,83 @@ Test(frames, install_brings_chunk_back_reserved_for_slot)
     meta_fini(&m);
 }
 
+Test(frames, alloc_starts_at_the_word_it_last_found_room_in)
+{
+    meta_t m;
+    meta_init(&m, 1);
+    mm__frames_install(&m.f, 0, 1);
+    mm_frames_thread_t t = thread_for(1);
+    uint64_t frame;
+
+    for (uint32_t i = 0; i < 65; i++) {
+        cr_assert_eq(mm__frames_alloc(&m.f, &t, 1, 1, &frame), 0);
+        cr_assert_eq(frame, i, "lowest clear bit while word 0 has room");
+    }
+    cr_assert_eq(t.hint, 1);
+    cr_assert_eq(mm__frames_free(&m.f, 3, 1), 0);
+    cr_assert_eq(mm__frames_alloc(&m.f, &t, 1, 1, &frame), 0);
+    cr_assert_eq(frame, 65, "word 1 first, though word 0 has room again");
+    for (uint32_t i = 66; i < MM_CHUNK_FRAMES; i++)
+        cr_assert_eq(mm__frames_alloc(&m.f, &t, 1, 1, &frame), 0);
+    cr_assert_eq(t.hint, 7);
+    cr_assert_eq(mm__frames_alloc(&m.f, &t, 1, 1, &frame), 0);
+    cr_assert_eq(frame, 3, "the search wraps to word 0");
+    cr_assert_eq(t.hint, 0);
+    cr_assert_eq(mm__frames_chunk_free(&m.f, 0), 0);
+
+    t.hint = 0xdeadbeef; /* any hint is safe */
+    cr_assert_eq(mm__frames_free(&m.f, 200, 1), 0);
+    cr_assert_eq(mm__frames_alloc(&m.f, &t, 1, 1, &frame), 0);
+    cr_assert_eq(frame, 200);
+    meta_fini(&m);
+}
+
+Test(frames, alloc_of_whole_chunk_sets_every_bit_and_free_clears_them)
+{
+    meta_t m;
+    meta_init(&m, 3);
+    grant_all(&m, 0);
+    set_bm(&m, 0, 5, 2); /* chunk 0: count says 512 free, but a bit is set */
+    mm_frames_thread_t t = thread_for(1);
+    uint64_t frame;
+
+    cr_assert_eq(mm__frames_alloc(&m.f, &t, 512, 512, &frame), 0);
+    cr_assert_eq(frame, 512, "chunk 0 refused");
+    cr_assert_eq(cw(&m, 0), word_of(512, 0, 1), "chunk 0 given back, unreserved");
+    cr_assert_eq(bm(&m, 0, 5), 2, "and its bits untouched");
+    cr_assert_eq(mm__frames_chunk_free(&m.f, 1), 0);
+    for (uint32_t w = 0; w < MM_CHUNK_BITMAP_WORDS; w++)
+        cr_assert_eq(bm(&m, 1, w), ~0ull);
+    cr_assert_not(mm__frames_try_reclaim(&m.f, 1, true));
+    cr_assert_eq(mm__frames_free(&m.f, frame, 512), 0);
+    cr_assert_eq(zero_bits(&m, 1), 512);
+    cr_assert_eq(mm__frames_chunk_free(&m.f, 1), 512);
+    cr_assert_eq(mm__frames_free(&m.f, frame, 512), -EINVAL, "double free");
+    cr_assert_eq(mm__frames_chunk_free(&m.f, 1), 512);
+    meta_fini(&m);
+}
+
+Test(frames, free_inside_one_word_is_all_or_nothing)
+{
+    meta_t m;
+    meta_init(&m, 1);
+    mm__frames_install(&m.f, 0, 1);
+    mm_frames_thread_t t = thread_for(1);
+    uint64_t a, b;
+    cr_assert_eq(mm__frames_alloc(&m.f, &t, 8, 8, &a), 0);
+    cr_assert_eq(mm__frames_alloc(&m.f, &t, 8, 8, &b), 0);
+    cr_assert_eq(b, a + 8);
+    cr_assert_eq(mm__frames_free(&m.f, a + 4, 4), 0, "part of a run");
+    void *snap = snapshot(&m);
+    cr_assert_eq(mm__frames_free(&m.f, a, 8), -EINVAL, "half of it freed already");
+    cr_assert_eq(mm__frames_free(&m.f, a + 8, 16), -EINVAL, "past the second run");
+    assert_unchanged(&m, snap);
+    cr_assert_eq(mm__frames_free(&m.f, a, 4), 0);
+    cr_assert_eq(mm__frames_free(&m.f, b, 8), 0);
+    cr_assert_eq(mm__frames_chunk_free(&m.f, 0), 512);
+    meta_fini(&m);
+}
+
 /* ---- Host reclaim ------------------------------------------------------ */
 
 Test(frames, try_reclaim_takes_free_chunk_and_raises_generation)
@@ -332,7 +430,7 @@ Test(frames, try_reclaim_takes_free_chunk_and_raises_generation)
     meta_init(&m, 1);
     mm__frames_install(&m.f, 0, 0);
     cr_assert(mm__frames_try_reclaim(&m.f, 0, false));
-    cr_assert_eq(cw(&m, 0), (2ull << MM_CW_GEN_SHIFT) | MM_CW_RECLAIMED | 512);
+    cr_assert_eq(cw(&m, 0), (2u << MM_CW_GEN_SHIFT) | MM_CW_RECLAIMED | 512);
     cr_assert_not(mm__frames_try_reclaim(&m.f, 0, true), "already reclaimed");
     cr_assert_not(mm__frames_try_reclaim(&m.f, 1, true), "out of range");
     meta_fini(&m);
@@ -371,12 +469,12 @@ Test(frames, try_reclaim_refuses_discardable_or_pinned_chunk)
     meta_t m;
     meta_init(&m, 1);
     mm__frames_install(&m.f, 0, 0);
-    uint64_t base = cw(&m, 0);
+    uint32_t base = cw(&m, 0);
     set_cw(&m, 0, base | MM_CW_DISCARDABLE);
     cr_assert_not(mm__frames_try_reclaim(&m.f, 0, true), "discardable");
-    set_cw(&m, 0, base | (1ull << MM_CW_PIN_SHIFT));
+    set_cw(&m, 0, base | (1u << MM_CW_PIN_SHIFT));
     cr_assert_not(mm__frames_try_reclaim(&m.f, 0, true), "pinned");
-    cr_assert_eq(cw(&m, 0), base | (1ull << MM_CW_PIN_SHIFT));
+    cr_assert_eq(cw(&m, 0), base | (1u << MM_CW_PIN_SHIFT));
     set_cw(&m, 0, base);
     cr_assert(mm__frames_try_reclaim(&m.f, 0, true));
     meta_fini(&m);
@@ -417,10 +515,10 @@ Test(frames, repair_reclaimed_restores_word_rewritten_by_client)
     cr_assert_not(mm__frames_repair_reclaimed(&m.f, 0), "already canonical");
     set_cw(&m, 0, word_of(100, 7, 5)); /* client cleared RECLAIMED */
     cr_assert(mm__frames_repair_reclaimed(&m.f, 0));
-    cr_assert_eq(cw(&m, 0), (6ull << MM_CW_GEN_SHIFT) | MM_CW_RECLAIMED | 512);
-    set_cw(&m, 1, MM_CW_RECLAIMED | 512 | MM_CW_DISCARDABLE | (3ull << MM_CW_PIN_SHIFT));
+    cr_assert_eq(cw(&m, 0), (6u << MM_CW_GEN_SHIFT) | MM_CW_RECLAIMED | 512);
+    set_cw(&m, 1, MM_CW_RECLAIMED | 512 | MM_CW_DISCARDABLE | (3u << MM_CW_PIN_SHIFT));
     cr_assert(mm__frames_repair_reclaimed(&m.f, 1));
-    cr_assert_eq(cw(&m, 1), (1ull << MM_CW_GEN_SHIFT) | MM_CW_RECLAIMED | 512);
+    cr_assert_eq(cw(&m, 1), (1u << MM_CW_GEN_SHIFT) | MM_CW_RECLAIMED | 512);
     cr_assert_not(mm__frames_repair_reclaimed(&m.f, 1));
     cr_assert_not(mm__frames_repair_reclaimed(&m.f, 2), "out of range");
     meta_fini(&m);
@@ -583,6 +681,28 @@ Test(frames, alloc_gives_count_back_when_chunk_is_fragmented)
     meta_fini(&m);
 }
 
+Test(frames, alloc_in_own_fragmented_chunk_gives_count_back_and_moves_on)
+{
+    meta_t m;
+    meta_init(&m, 2);
+    mm__frames_install(&m.f, 0, 1);
+    mm__frames_install(&m.f, 1, 0);
+    for (uint32_t w = 0; w < MM_CHUNK_BITMAP_WORDS; w++)
+        set_bm(&m, 0, w, 0x5555555555555555ull);
+    set_cw(&m, 0, word_of(256, 1, 1));
+    mm_frames_thread_t t = {.slot = 1, .chunk = 0, .hint = 3};
+    uint64_t frame;
+
+    cr_assert_eq(mm__frames_alloc(&m.f, &t, 1, 1, &frame), 0, "one frame fits");
+    cr_assert_eq(frame, 3 * 64 + 1, "in the hint word");
+    cr_assert_eq(mm__frames_free(&m.f, frame, 1), 0);
+    cr_assert_eq(mm__frames_alloc(&m.f, &t, 2, 2, &frame), 0);
+    cr_assert_eq(frame / 512, 1, "no run of 2 in chunk 0");
+    cr_assert_eq(cw(&m, 0), word_of(256, 0, 1), "count back, reservation dropped on moving");
+    cr_assert_eq(t.chunk, 1);
+    meta_fini(&m);
+}
+
 Test(frames, alloc_fails_with_eio_when_count_promises_frames_no_bit_has)
 {
     meta_t m;
@@ -737,26 +857,32 @@ static void *cc_worker_main(void *arg)
     return NULL;
 }
 
+/* One host step: take a free chunk back, or install one the host holds. */
+static void cc_host_step(cc_shared_t *s, uint64_t *rng)
+{
+    uint32_t c = (uint32_t)(xorshift(rng) % CC_CHUNKS);
+    if (s->host_holds[c]) {
+        if (xorshift(rng) % 2) {
+            mm__frames_install(&s->m.f, c, (uint32_t)(xorshift(rng) % (CC_THREADS + 1)));
+            s->host_holds[c] = false;
+            s->installs++;
+        }
+    } else if (mm__frames_try_reclaim(&s->m.f, c, true)) {
+        s->host_holds[c] = true;
+        atomic_fetch_add(&s->reclaims, 1);
+        /* Nobody can own a frame of a chunk the host just took. */
+        for (uint32_t fr = c * MM_CHUNK_FRAMES; fr < (c + 1) * MM_CHUNK_FRAMES; fr++)
+            if (atomic_load(&s->owner[fr]) != 0)
+                atomic_fetch_add(&s->errors, 1);
+    }
+}
+
 static void *cc_host_main(void *arg)
 {
     cc_shared_t *s = arg;
     uint64_t rng = 0x9e3779b97f4a7c15ull;
     while (!atomic_load(&s->stop)) {
-        uint32_t c = (uint32_t)(xorshift(&rng) % CC_CHUNKS);
-        if (s->host_holds[c]) {
-            if (xorshift(&rng) % 2) {
-                mm__frames_install(&s->m.f, c, (uint32_t)(xorshift(&rng) % (CC_THREADS + 1)));
-                s->host_holds[c] = false;
-                s->installs++;
-            }
-        } else if (mm__frames_try_reclaim(&s->m.f, c, true)) {
-            s->host_holds[c] = true;
-            atomic_fetch_add(&s->reclaims, 1);
-            /* Nobody can own a frame of a chunk the host just took. */
-            for (uint32_t fr = c * MM_CHUNK_FRAMES; fr < (c + 1) * MM_CHUNK_FRAMES; fr++)
-                if (atomic_load(&s->owner[fr]) != 0)
-                    atomic_fetch_add(&s->errors, 1);
-        }
+        cc_host_step(s, &rng);
         sched_yield();
     }
     return NULL;
@@ -818,5 +944,276 @@ Test(frames, concurrent_alloc_free_with_host_reclaim_keeps_metadata_consistent, 
                 (unsigned long long)atomic_load(&s->reclaims), (unsigned long long)s->installs);
     meta_fini(&s->m);
     free(w);
+    free(s);
+}
+
+/* ---- Hostile metadata -------------------------------------------------- */
+
+/*
+ * A client may write anything into its metadata. The region's chunks come in
+ * three kinds, so that some outcomes are known even while a peer scribbles:
+ * 0..7 always have a set bit in every bitmap word (never reclaimable), 8..15
+ * always have an impossible count (never reclaimable, never reported free),
+ * 16..23 get anything at all.
+ */
+#define HM_CHUNKS      24
+#define HM_SET_BITS    8  /* chunks below: every bitmap word has a set bit */
+#define HM_BAD_COUNT   16 /* chunks below (and from HM_SET_BITS): free > 512 */
+#define HM_ROUNDS      2000
+#define HM_HOST_CALLS  200000
+#define HM_MAX_CALL_NS 2000000000ull /* bounded work: far under, even when preempted */
+
+/* A chunk word that is often nearly plausible. */
+static uint32_t hostile_word(uint64_t r)
+{
+    uint32_t hi = (uint32_t)(r >> 32);
+    switch (r % 5) {
+    case 0:
+        return hi;
+    case 1: /* looks wholly free; sometimes reserved, flagged or pinned */
+        return (hi & (MM_CW_GEN_MASK | MM_CW_RESERVER_MASK)) | MM_CHUNK_FRAMES |
+               ((r >> 8) % 4 == 0 ? MM_CW_DISCARDABLE : 0) |
+               ((r >> 10) % 4 == 0 ? 1u << MM_CW_PIN_SHIFT : 0);
+    case 2: /* wholly free, unflagged, unpinned, unreserved */
+        return (hi & MM_CW_GEN_MASK) | MM_CHUNK_FRAMES;
+    case 3: /* an impossible count */
+        return (hi & ~MM_CW_FREE_MASK) | (MM_CHUNK_FRAMES + 1 + (uint32_t)(r >> 12) % 511);
+    default: /* a reclaimed word, canonical or not */
+        return (hi & ~MM_CW_FREE_MASK) | MM_CW_RECLAIMED | ((r >> 8) % 2 ? MM_CHUNK_FRAMES : 0);
+    }
+}
+
+static uint64_t hostile_bits(uint64_t r)
+{
+    switch (r % 4) {
+    case 0:
+        return 0;
+    case 1:
+        return 1ull << (r >> 58);
+    case 2:
+        return ~0ull;
+    default:
+        return r * 0x9e3779b97f4a7c15ull;
+    }
+}
+
+/* What one scribble writes, keeping each chunk's kind. */
+static uint32_t hostile_word_for(uint32_t c, uint64_t r)
+{
+    uint32_t w = hostile_word(r);
+    if (c >= HM_SET_BITS && c < HM_BAD_COUNT)
+        w = (w & ~MM_CW_FREE_MASK) | (MM_CHUNK_FRAMES + 1 + (uint32_t)(r >> 20) % 511);
+    return w;
+}
+
+static uint64_t hostile_bits_for(uint32_t c, uint64_t r)
+{
+    uint64_t b = hostile_bits(r);
+    return c < HM_SET_BITS ? b | 1ull << (r >> 52) % 64 : b;
+}
+
+/* Half of the chunks get a clear bitmap (as far as their kind allows). */
+static void scribble_all(meta_t *m, uint64_t *rng)
+{
+    for (uint32_t c = 0; c < m->chunks; c++) {
+        set_cw(m, c, hostile_word_for(c, xorshift(rng)));
+        bool clear = xorshift(rng) % 2;
+        for (uint32_t w = 0; w < MM_CHUNK_BITMAP_WORDS; w++) {
+            uint64_t r = xorshift(rng);
+            set_bm(m, c, w, hostile_bits_for(c, clear ? r & ~3ull : r));
+        }
+    }
+}
+
+/* The client side on scribbled metadata: errors, never a frame outside. */
+static void hostile_client_calls(meta_t *m, uint64_t *rng)
+{
+    uint64_t total = (uint64_t)m->chunks * MM_CHUNK_FRAMES;
+    for (int i = 0; i < 4; i++) {
+        uint64_t r = xorshift(rng);
+        mm_frames_thread_t t = {.slot = 1 + (uint32_t)(r % MM_RESERVER_SLOTS),
+                                .chunk = (uint32_t)(r >> 8) % (m->chunks + 2),
+                                .hint = (uint32_t)(r >> 16)};
+        uint32_t n = 1 + (uint32_t)(r >> 24) % 512, align = 1u << (r >> 40) % 10;
+        uint64_t frame = UINT64_MAX;
+        int rc = mm__frames_alloc(&m->f, &t, n, align, &frame);
+        cr_assert(rc == 0 || rc == -ENOSPC || rc == -EIO, "alloc: %d", rc);
+        if (rc == 0)
+            cr_assert(frame < total && n <= total - frame && frame % align == 0, "frame %llu of %u",
+                      (unsigned long long)frame, n);
+        rc = mm__frames_free(&m->f, (r >> 32) % total, 1 + (r >> 48) % 600);
+        cr_assert(rc == 0 || rc == -EINVAL || rc == -EIO, "free: %d", rc);
+    }
+}
+
+Test(frames, host_refuses_impossible_values_in_scribbled_metadata)
+{
+    meta_t m;
+    meta_init(&m, HM_CHUNKS);
+    uint64_t rng = 0x5eedf00d1234567ull;
+    uint32_t reclaimed = 0, refused_full_with_bit = 0;
+
+    for (int round = 0; round < HM_ROUNDS; round++) {
+        scribble_all(&m, &rng);
+        hostile_client_calls(&m, &rng);
+        for (uint32_t c = 0; c < HM_CHUNKS; c++) {
+            uint32_t w = cw(&m, c), free_frames = mm_cw_free(w);
+            bool clear = zero_bits(&m, c) == MM_CHUNK_FRAMES;
+            bool valid = !(w & MM_CW_RECLAIMED) && free_frames <= MM_CHUNK_FRAMES;
+            cr_assert_eq(mm__frames_chunk_free(&m.f, c), valid ? free_frames : 0, "word %#x", w);
+            cr_assert_eq(mm__frames_chunk_reclaimed(&m.f, c), (w & MM_CW_RECLAIMED) != 0);
+
+            bool steal = xorshift(&rng) % 2;
+            bool expect = free_frames == MM_CHUNK_FRAMES &&
+                          !(w & (MM_CW_RECLAIMED | MM_CW_DISCARDABLE)) && mm_cw_pins(w) == 0 &&
+                          (mm_cw_reserver(w) == 0 || steal) && clear;
+            refused_full_with_bit += !expect && !clear && free_frames == MM_CHUNK_FRAMES &&
+                                     !(w & (MM_CW_RECLAIMED | MM_CW_DISCARDABLE)) &&
+                                     mm_cw_pins(w) == 0;
+            cr_assert_eq(mm__frames_try_reclaim(&m.f, c, steal), expect, "word %#x, clear %d", w,
+                         clear);
+            if (expect) {
+                reclaimed++;
+                cr_assert_eq(cw(&m, c), ((mm_cw_gen(w) + 1) & 0xff) << MM_CW_GEN_SHIFT |
+                                            MM_CW_RECLAIMED | MM_CHUNK_FRAMES);
+            } else {
+                cr_assert_eq(cw(&m, c), w, "a refused chunk's word is left alone");
+            }
+
+            /* Whatever the client wrote, repair leaves the canonical word. */
+            uint32_t before = cw(&m, c);
+            bool changed = mm__frames_repair_reclaimed(&m.f, c);
+            uint32_t after = cw(&m, c);
+            cr_assert_eq(after & ~MM_CW_GEN_MASK, MM_CW_RECLAIMED | MM_CHUNK_FRAMES);
+            cr_assert_eq(changed, before != after);
+            cr_assert_eq(changed,
+                         (before & ~MM_CW_GEN_MASK) != (MM_CW_RECLAIMED | MM_CHUNK_FRAMES));
+        }
+    }
+    cr_assert_gt(reclaimed, 100, "the honest-looking chunks were taken");
+    cr_assert_gt(refused_full_with_bit, 100, "full counts with set bits were met");
+    meta_fini(&m);
+}
+
+typedef struct hm_shared {
+    meta_t a;         /* the hostile client's metadata */
+    cc_shared_t *b;   /* an honest client's, with its owner records */
+    atomic_bool stop; /* the honest workers are done */
+    atomic_bool host_done;
+    _Atomic uint32_t errors;
+    uint64_t max_call_ns; /* host thread only */
+    uint64_t host_calls;
+} hm_shared_t;
+
+static uint64_t hm_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void *hm_scribbler_main(void *arg)
+{
+    hm_shared_t *s = arg;
+    uint64_t rng = 0xbadc0ffee0ddf00dull;
+    while (!atomic_load(&s->host_done)) {
+        uint64_t r = xorshift(&rng);
+        uint32_t c = (uint32_t)(r % HM_CHUNKS);
+        if ((r >> 8) % 2)
+            set_cw(&s->a, c, hostile_word_for(c, xorshift(&rng)));
+        else
+            set_bm(&s->a, c, (uint32_t)(r >> 16) % MM_CHUNK_BITMAP_WORDS,
+                   hostile_bits_for(c, xorshift(&rng)));
+    }
+    return NULL;
+}
+
+/* One host call on the hostile region, checked where the outcome is known. */
+static void hm_host_step(hm_shared_t *s, uint64_t *rng)
+{
+    uint64_t r = xorshift(rng);
+    uint32_t c = (uint32_t)(r % HM_CHUNKS);
+    bool never = c < HM_BAD_COUNT; /* set bits or impossible counts, always */
+    uint64_t t0 = hm_now_ns();
+
+    switch ((r >> 8) % 4) {
+    case 0:
+    case 1:
+        if (mm__frames_try_reclaim(&s->a.f, c, (r >> 16) % 2) && never)
+            atomic_fetch_add(&s->errors, 1);
+        break;
+    case 2: {
+        uint32_t free_frames = mm__frames_chunk_free(&s->a.f, c);
+        if (free_frames > MM_CHUNK_FRAMES || (c >= HM_SET_BITS && never && free_frames != 0))
+            atomic_fetch_add(&s->errors, 1);
+        break;
+    }
+    default: /* repair or install would end a chunk's kind: only the free-for-all ones */
+        if (c >= HM_BAD_COUNT) {
+            mm__frames_repair_reclaimed(&s->a.f, c);
+            if ((r >> 16) % 2)
+                mm__frames_install(&s->a.f, c, (uint32_t)(r >> 20) % 100);
+        }
+        break;
+    }
+    uint64_t ns = hm_now_ns() - t0;
+    if (ns > s->max_call_ns)
+        s->max_call_ns = ns;
+    s->host_calls++;
+}
+
+static void *hm_host_main(void *arg)
+{
+    hm_shared_t *s = arg;
+    uint64_t rng = 0x0123456789abcdefull, rng_b = 0x9e3779b97f4a7c15ull;
+    for (uint64_t i = 0; i < HM_HOST_CALLS || !atomic_load(&s->stop); i++) {
+        hm_host_step(s, &rng);
+        if (i % 16 == 0) {
+            cc_host_step(s->b, &rng_b);
+            sched_yield();
+        }
+    }
+    atomic_store(&s->host_done, true);
+    return NULL;
+}
+
+Test(frames, host_calls_stay_bounded_while_a_peer_scribbles_and_other_clients_are_unharmed,
+     .timeout = 120)
+{
+    hm_shared_t *s = calloc(1, sizeof(*s));
+    cr_assert_not_null(s);
+    s->b = calloc(1, sizeof(*s->b));
+    cc_worker_t *w = calloc(CC_THREADS, sizeof(*w)); /* one runs; cc_check reads them all */
+    cr_assert(s->b && w);
+    meta_init(&s->a, HM_CHUNKS);
+    uint64_t rng = 0x5eed5eed5eed5eedull;
+    scribble_all(&s->a, &rng);
+    meta_init(&s->b->m, CC_CHUNKS);
+    grant_all(&s->b->m, 0);
+
+    pthread_t scribbler, host, worker;
+    *w = (cc_worker_t){.s = s->b, .id = 1, .rng = 0x1234567ull};
+    cr_assert_eq(pthread_create(&scribbler, NULL, hm_scribbler_main, s), 0);
+    cr_assert_eq(pthread_create(&worker, NULL, cc_worker_main, w), 0);
+    cr_assert_eq(pthread_create(&host, NULL, hm_host_main, s), 0);
+    pthread_join(worker, NULL);
+    atomic_store(&s->stop, true);
+    pthread_join(host, NULL);
+    pthread_join(scribbler, NULL);
+
+    cr_assert_eq(atomic_load(&s->errors), 0, "the host took or counted an impossible chunk");
+    cr_assert_geq(s->host_calls, HM_HOST_CALLS);
+    cr_assert_lt(s->max_call_ns, HM_MAX_CALL_NS, "one host call took %llu ns",
+                 (unsigned long long)s->max_call_ns);
+    /* The honest client beside it: nothing lost, nothing handed out twice. */
+    cr_assert_eq(atomic_load(&s->b->errors), 0);
+    cc_check(s->b, w);
+    cr_log_info("hostile: %llu host calls, longest %llu ns; honest client: %llu reclaims",
+                (unsigned long long)s->host_calls, (unsigned long long)s->max_call_ns,
+                (unsigned long long)atomic_load(&s->b->reclaims));
+    meta_fini(&s->a);
+    meta_fini(&s->b->m);
+    free(w);
+    free(s->b);
     free(s);
 }

@@ -98,7 +98,7 @@ static inline uint32_t mm_cw_gen(uint32_t w)
  * "client" section. Each side reads the other's section as untrusted input.
  */
 #define MM_SHARED_MAGIC   0x4d4d5348u /* "MMSH" */
-#define MM_LAYOUT_VERSION 2u /* 2: 32-bit chunk words */
+#define MM_LAYOUT_VERSION 2u          /* 2: 32-bit chunk words */
 #define MM_CONTROL_BYTES  4096u
 
 /* Reasons carried by a revocation request. */
