@@ -78,6 +78,20 @@ static int parse_reps(const char *text, int *out)
     return 0;
 }
 
+/* --threads: a comma-separated list of counts from 1 to 1024. */
+static int check_threads(const char *text)
+{
+    const char *p = text;
+    do {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > 1024 || (*end != ',' && *end != '\0'))
+            return bad_arg("--threads wants counts like 1,2,4 (1 to 1024), not", text);
+        p = *end == ',' ? end + 1 : end;
+    } while (*p != '\0');
+    return p[-1] == ',' ? bad_arg("--threads wants counts like 1,2,4, not", text) : 0;
+}
+
 static const struct subcommand *find_subcommand(const char *name)
 {
     for (size_t i = 0; i < N_SUBCOMMANDS; i++)
@@ -108,6 +122,7 @@ static int parse_opts(int argc, char **argv, struct cli *cli)
             cli->json_path = optarg;
             break;
         case 't':
+            rc = check_threads(optarg);
             cli->opts.threads = optarg; /* parsed by the subcommands that use it */
             break;
         case 'r':
