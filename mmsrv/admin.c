@@ -38,21 +38,23 @@ static const char *kind_name(uint32_t kind)
 
 static json_t *client_entry(const mm_host_client_t *c)
 {
-    uint64_t owned, free_bytes;
-    mm__client_usage(c, &owned, &free_bytes);
+    mm_client_usage_t u;
+    mm__client_usage(c, &u);
     return json_pack(
         "{s:I, s:s, s:i, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-        " s:I, s:I, s:I, s:b, s:b, s:I}",
+        " s:I, s:I, s:I, s:b, s:b, s:I, s:I, s:I}",
         "id", (json_int_t)c->id, "name", c->name, "pid", (int)c->pid, "kind", kind_name(c->kind),
         "driver", "mm", "min_bytes", (json_int_t)c->min_bytes, "max_bytes",
         (json_int_t)c->max_bytes, "weight", (json_int_t)c->weight, "region_bytes",
         (json_int_t)c->region_bytes, "target_bytes", (json_int_t)c->target_bytes, "granted_bytes",
-        (json_int_t)((uint64_t)c->granted_chunks * MM_CHUNK_SIZE), "owned_bytes", (json_int_t)owned,
-        "resident_bytes", (json_int_t)c->resident_bytes, "free_bytes", (json_int_t)free_bytes,
-        "missed_deadlines", (json_int_t)c->missed_deadlines, "reclaimed_bytes",
-        (json_int_t)c->reclaimed_bytes_total, "touched_reclaimed", (json_int_t)c->touched_reclaimed,
-        "revoked_bytes", (json_int_t)c->revoked_bytes_total, "connected", c->sock >= 0,
-        "target_pinned", c->pinned, "idle_bytes", (json_int_t)c->idle_bytes);
+        (json_int_t)((uint64_t)c->granted_chunks * MM_CHUNK_SIZE), "owned_bytes",
+        (json_int_t)u.owned_bytes, "resident_bytes", (json_int_t)c->resident_bytes, "free_bytes",
+        (json_int_t)u.free_bytes, "missed_deadlines", (json_int_t)c->missed_deadlines,
+        "reclaimed_bytes", (json_int_t)c->reclaimed_bytes_total, "touched_reclaimed",
+        (json_int_t)c->touched_reclaimed, "revoked_bytes", (json_int_t)c->revoked_bytes_total,
+        "connected", c->sock >= 0, "target_pinned", c->pinned, "idle_bytes",
+        (json_int_t)c->idle_bytes, "discardable_bytes", (json_int_t)u.discardable_bytes,
+        "discarded_bytes", (json_int_t)c->discarded_bytes_total);
 }
 
 static json_t *clients_json(mm_server_t *s)

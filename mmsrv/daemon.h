@@ -89,6 +89,7 @@ typedef struct mm_host_client {
 
     /* Counters shown by mmctl. */
     uint64_t reclaimed_bytes_total; /* taken back by the host, ever */
+    uint64_t discarded_bytes_total; /* of which discardable chunks */
     uint64_t touched_reclaimed;     /* reclaimed chunks found touched */
     uint64_t missed_deadlines;
     uint64_t revoked_bytes_total; /* given back in answer to revocations */
@@ -185,8 +186,14 @@ uint64_t mm__total_resident(mm_server_t *s);
 void mm__refresh_resident(mm_host_client_t *c);
 /* Recompute c->idle_bytes from its chunk words and its report. */
 void mm__refresh_idle(mm_host_client_t *c);
-/* Frames the client holds, from its (untrusted, validated) chunk words. */
-void mm__client_usage(const mm_host_client_t *c, uint64_t *owned_bytes, uint64_t *free_bytes);
+/* What the client holds in its granted chunks, from its (untrusted,
+ * validated) chunk words. */
+typedef struct mm_client_usage {
+    uint64_t owned_bytes;       /* frames allocated */
+    uint64_t free_bytes;        /* frames free */
+    uint64_t discardable_bytes; /* chunks marked discardable */
+} mm_client_usage_t;
+void mm__client_usage(const mm_host_client_t *c, mm_client_usage_t *u);
 
 /* admin.c */
 int mm__admin_accept(mm_server_t *s);

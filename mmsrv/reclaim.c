@@ -69,14 +69,24 @@ static void punch_run(mm_host_client_t *c, uint32_t first, uint32_t n)
                  strerror(-err));
 }
 
-/* One scan for step 1: take up to want wholly free chunks of c, highest
- * first (allocations grow from the bottom), punching each adjacent run once.
- * Reserved chunks only when steal. */
-static uint32_t reclaim_scan(mm_host_client_t *c, uint32_t want, bool steal)
+/* What a scan takes: step 1's free chunks (idle reservations only when
+ * stealing), or step 2's unpinned discardable chunks. */
+enum scan_kind { SCAN_FREE, SCAN_FREE_STEAL, SCAN_DISCARDABLE };
+
+static bool take_chunk(mm_host_client_t *c, uint32_t i, enum scan_kind kind)
+{
+    if (kind == SCAN_DISCARDABLE)
+        return mm__frames_try_discard(&c->frames, i);
+    return mm__frames_try_reclaim(&c->frames, i, kind == SCAN_FREE_STEAL);
+}
+
+/* One scan: take up to want chunks of c, highest first (allocations grow
+ * from the bottom), punching each adjacent run once. */
+static uint32_t reclaim_scan(mm_host_client_t *c, uint32_t want, enum scan_kind kind)
 {
     uint32_t taken = 0, run_first = 0, run_len = 0;
     for (uint32_t i = c->chunk_count; i-- > 0 && taken < want;) {
-        if (host_reclaimed(c, i) || !mm__frames_try_reclaim(&c->frames, i, steal))
+        if (host_reclaimed(c, i) || !take_chunk(c, i, kind))
             continue;
         host_set_reclaimed(c, i, true);
         taken++;
@@ -94,16 +104,21 @@ static uint32_t reclaim_scan(mm_host_client_t *c, uint32_t want, bool steal)
         punch_run(c, run_first, run_len);
     c->granted_chunks -= taken;
     c->reclaimed_bytes_total += (uint64_t)taken * MM_CHUNK_SIZE;
+    if (kind == SCAN_DISCARDABLE)
+        c->discarded_bytes_total += (uint64_t)taken * MM_CHUNK_SIZE;
     return taken;
 }
 
-/* Step 1 for one client: unreserved free chunks first, then chunks idle
- * threads keep reserved (they must not hide free memory). */
+/* Steps 1 and 2 for one client, no message: unreserved free chunks, then
+ * chunks idle threads keep reserved (they must not hide free memory), then
+ * discardable chunks no reader pins. */
 static uint32_t reclaim_client(mm_host_client_t *c, uint32_t want)
 {
-    uint32_t taken = reclaim_scan(c, want, false);
+    uint32_t taken = reclaim_scan(c, want, SCAN_FREE);
     if (taken < want)
-        taken += reclaim_scan(c, want - taken, true);
+        taken += reclaim_scan(c, want - taken, SCAN_FREE_STEAL);
+    if (taken < want)
+        taken += reclaim_scan(c, want - taken, SCAN_DISCARDABLE);
     if (taken > 0) {
         mm__refresh_resident(c);
         mm__refresh_idle(c);
@@ -234,14 +249,18 @@ void mm__refresh_resident(mm_host_client_t *c)
         c->resident_bytes = (uint64_t)r;
 }
 
-void mm__client_usage(const mm_host_client_t *c, uint64_t *owned_bytes, uint64_t *free_bytes)
+void mm__client_usage(const mm_host_client_t *c, mm_client_usage_t *u)
 {
-    uint64_t free_frames = 0;
-    for (uint32_t i = 0; i < c->chunk_count; i++)
-        if (!host_reclaimed(c, i))
-            free_frames += mm__frames_chunk_free(&c->frames, i);
-    *free_bytes = free_frames * MM_FRAME_SIZE;
-    *owned_bytes = granted_of(c) - *free_bytes;
+    uint64_t free_frames = 0, discardable = 0;
+    for (uint32_t i = 0; i < c->chunk_count; i++) {
+        if (host_reclaimed(c, i))
+            continue;
+        free_frames += mm__frames_chunk_free(&c->frames, i);
+        discardable += mm__frames_chunk_discardable(&c->frames, i);
+    }
+    u->free_bytes = free_frames * MM_FRAME_SIZE;
+    u->owned_bytes = granted_of(c) - u->free_bytes;
+    u->discardable_bytes = discardable * MM_CHUNK_SIZE;
 }
 
 static void publish_target(mm_host_client_t *c, uint64_t target)
@@ -293,12 +312,14 @@ out:
 
 void mm__refresh_idle(mm_host_client_t *c)
 {
-    uint64_t owned, free_bytes;
-    mm__client_usage(c, &owned, &free_bytes);
+    mm_client_usage_t u;
+    mm__client_usage(c, &u);
     /* Reported garbage is the client's word: it can only call its own owned
-     * memory idle, which only lowers its own share. */
+     * memory idle, which only lowers its own share. Discardable chunks are
+     * clean caches, idle by definition. */
     uint64_t garbage = atomic_load_explicit(&c->ctl->garbage_bytes, memory_order_relaxed);
-    c->idle_bytes = free_bytes + (garbage < owned ? garbage : owned);
+    uint64_t idle_owned = garbage + u.discardable_bytes;
+    c->idle_bytes = u.free_bytes + (idle_owned < u.owned_bytes ? idle_owned : u.owned_bytes);
 }
 
 /* Chunks by which granted or resident bytes exceed capacity. */

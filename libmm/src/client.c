@@ -498,7 +498,46 @@ MM_EXPORT int mm_free(mm_client_t *c, void *addr, size_t bytes)
     int64_t frame = region_frame(c, addr, bytes);
     if (frame < 0)
         return (int)frame;
-    return mm__frames_free(&c->frames, (uint64_t)frame, bytes / MM_FRAME_SIZE);
+    int err = mm__frames_free(&c->frames, (uint64_t)frame, bytes / MM_FRAME_SIZE);
+    if (err == -EIO && mm__frames_chunk_reclaimed(&c->frames, (uint32_t)(frame / MM_CHUNK_FRAMES)))
+        return -ESTALE; /* a discardable chunk the host took: nothing to free */
+    return err;
+}
+
+MM_EXPORT int mm_discardable(mm_client_t *c, void *addr, size_t bytes, int on)
+{
+    int64_t frame = region_frame(c, addr, bytes);
+    if (frame < 0 || frame % MM_CHUNK_FRAMES || bytes % MM_CHUNK_SIZE)
+        return -EINVAL;
+    for (uint64_t i = 0; i < bytes / MM_CHUNK_SIZE; i++) {
+        int err = mm__frames_set_discardable(
+            &c->frames, (uint32_t)((uint64_t)frame / MM_CHUNK_FRAMES + i), on != 0);
+        if (err < 0)
+            return err;
+    }
+    return 0;
+}
+
+/* The chunk holding any address inside the region, or -EINVAL. */
+static int64_t region_chunk(const mm_client_t *c, const void *addr)
+{
+    uintptr_t a = (uintptr_t)addr, b = (uintptr_t)c->base;
+    if (a < b || a - b >= c->region_bytes)
+        return -EINVAL;
+    return (int64_t)((a - b) / MM_CHUNK_SIZE);
+}
+
+MM_EXPORT int mm_discardable_pin(mm_client_t *c, const void *addr)
+{
+    int64_t chunk = region_chunk(c, addr);
+    return chunk < 0 ? (int)chunk : mm__frames_pin(&c->frames, (uint32_t)chunk);
+}
+
+MM_EXPORT void mm_discardable_unpin(mm_client_t *c, const void *addr)
+{
+    int64_t chunk = region_chunk(c, addr);
+    if (chunk >= 0)
+        mm__frames_unpin(&c->frames, (uint32_t)chunk);
 }
 
 MM_EXPORT int mm_release(mm_client_t *c, void *addr, size_t bytes)
@@ -518,6 +557,8 @@ MM_EXPORT int mm_client_stats(mm_client_t *c, mm_client_stats_t *s)
             continue;
         uint32_t free_frames = mm__frames_chunk_free(&c->frames, i);
         s->granted_bytes += MM_CHUNK_SIZE;
+        if (mm__frames_chunk_discardable(&c->frames, i))
+            s->discardable_bytes += MM_CHUNK_SIZE;
         s->free_bytes += (uint64_t)free_frames * MM_FRAME_SIZE;
     }
     s->owned_bytes = s->granted_bytes - s->free_bytes;
@@ -539,6 +580,7 @@ MM_EXPORT int mm_report(mm_client_t *c, const mm_usage_t *u)
     mm_control_t *ctl = c->ctl;
     atomic_store_explicit(&ctl->owned_bytes, s.owned_bytes, memory_order_relaxed);
     atomic_store_explicit(&ctl->free_bytes, s.free_bytes, memory_order_relaxed);
+    atomic_store_explicit(&ctl->discardable_bytes, s.discardable_bytes, memory_order_relaxed);
     atomic_store_explicit(&ctl->resident_bytes, s.resident_bytes, memory_order_relaxed);
     if (u) {
         atomic_store_explicit(&ctl->live_bytes, u->live_bytes, memory_order_relaxed);

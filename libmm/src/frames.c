@@ -889,3 +889,78 @@ void mm__frames_view_raw(mm_frames_t *f, _Atomic uint32_t *chunk_words, _Atomic 
     f->bitmaps = bitmaps;
     f->chunk_count = chunk_count;
 }
+
+/* ---- Discardable chunks ---------------------------------------------- */
+
+int mm__frames_set_discardable(mm_frames_t *f, uint32_t chunk, bool on)
+{
+    if (!f || chunk >= f->chunk_count)
+        return -EINVAL;
+    _Atomic uint32_t *cw = chunk_word(f, chunk);
+    uint32_t w = load_acquire(cw);
+    for (int i = 0; i < MM_FRAMES_MAX_RETRIES; i++) {
+        if (w & MM_CW_RECLAIMED)
+            return -ESTALE;
+        if (mm_cw_free(w) != 0)
+            return -EINVAL; /* only wholly allocated chunks hold a cache */
+        uint32_t next = on ? w | MM_CW_DISCARDABLE : w & ~MM_CW_DISCARDABLE;
+        if (next == w || cas_acq_rel(cw, &w, next))
+            return 0;
+    }
+    return -EIO;
+}
+
+int mm__frames_pin(mm_frames_t *f, uint32_t chunk)
+{
+    if (!f || chunk >= f->chunk_count)
+        return -EINVAL;
+    _Atomic uint32_t *cw = chunk_word(f, chunk);
+    uint32_t w = load_acquire(cw);
+    for (int i = 0; i < MM_FRAMES_MAX_RETRIES; i++) {
+        if (w & MM_CW_RECLAIMED)
+            return -ESTALE;
+        if (!(w & MM_CW_DISCARDABLE))
+            return -EINVAL;
+        if (mm_cw_pins(w) == MM_CW_PIN_MAX)
+            return -EBUSY;
+        if (cas_acq_rel(cw, &w, w + (1u << MM_CW_PIN_SHIFT)))
+            return 0;
+    }
+    return -EBUSY;
+}
+
+void mm__frames_unpin(mm_frames_t *f, uint32_t chunk)
+{
+    if (!f || chunk >= f->chunk_count)
+        return;
+    _Atomic uint32_t *cw = chunk_word(f, chunk);
+    uint32_t w = load_acquire(cw);
+    /* A pinned chunk cannot be taken, so the pin is still there to drop. */
+    for (int i = 0; i < MM_FRAMES_MAX_RETRIES && mm_cw_pins(w) > 0; i++)
+        if (cas_acq_rel(cw, &w, w - (1u << MM_CW_PIN_SHIFT)))
+            return;
+}
+
+bool mm__frames_try_discard(mm_frames_t *f, uint32_t chunk)
+{
+    if (!f || chunk >= f->chunk_count)
+        return false;
+    _Atomic uint32_t *cw = chunk_word(f, chunk);
+    uint32_t w = load_acquire(cw);
+    for (int i = 0; i < MM_FRAMES_MAX_RETRIES; i++) {
+        if ((w & (MM_CW_RECLAIMED | MM_CW_DISCARDABLE)) != MM_CW_DISCARDABLE ||
+            mm_cw_pins(w) != 0 || mm_cw_free(w) > MM_CHUNK_FRAMES)
+            return false;
+        if (cas_acq_rel(cw, &w, reclaimed_word(next_gen(w))))
+            return true;
+    }
+    return false;
+}
+
+bool mm__frames_chunk_discardable(const mm_frames_t *f, uint32_t chunk)
+{
+    if (!f || chunk >= f->chunk_count)
+        return false;
+    uint32_t w = load_acquire(chunk_word(f, chunk));
+    return (w & (MM_CW_RECLAIMED | MM_CW_DISCARDABLE)) == MM_CW_DISCARDABLE;
+}

@@ -130,4 +130,26 @@ uint32_t mm__frames_chunk_free(const mm_frames_t *f, uint32_t chunk);
 /* Either side: true if the chunk word says RECLAIMED. */
 bool mm__frames_chunk_reclaimed(const mm_frames_t *f, uint32_t chunk);
 
+/*
+ * Discardable chunks: clean content the client can lose (step 2 of the
+ * reclaim ladder). Client: mark or unmark a wholly allocated chunk (free ==
+ * 0); -EINVAL if it is not, -ESTALE if the host already took it. A reader
+ * pins the chunk while it reads: 0 means the content is there and stays until
+ * the unpin; -ESTALE means the host discarded it (the frames are the host's
+ * now: the client forgets them); -EBUSY means too many pins at once.
+ */
+int mm__frames_set_discardable(mm_frames_t *f, uint32_t chunk, bool on);
+int mm__frames_pin(mm_frames_t *f, uint32_t chunk);
+void mm__frames_unpin(mm_frames_t *f, uint32_t chunk);
+
+/*
+ * Host: take a discardable chunk that no reader pins: one CAS sets RECLAIMED
+ * (all free, generation raised) so that a later pin fails. Returns true if
+ * this call took it; its content may then be punched.
+ */
+bool mm__frames_try_discard(mm_frames_t *f, uint32_t chunk);
+
+/* Either side: true if the chunk word says DISCARDABLE and not RECLAIMED. */
+bool mm__frames_chunk_discardable(const mm_frames_t *f, uint32_t chunk);
+
 #endif /* MM_FRAMES_H */

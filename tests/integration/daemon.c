@@ -289,3 +289,32 @@ Test(daemon, revocations_go_cheapest_first_and_a_missed_deadline_is_counted)
     mm_client_close(silent);
     mm_client_close(giver);
 }
+
+Test(daemon, discardable_chunks_are_taken_without_a_message_unless_pinned)
+{
+    start_daemon("512M");
+    mm_client_t *c = open_client("cache", 32 << 20, 0); /* never dispatches */
+    void *p[6];
+    alloc_chunks(c, 6, p);
+    for (int i = 3; i < 6; i++)
+        cr_assert_eq(mm_discardable(c, p[i], CHUNK, 1), 0);
+    uint32_t id = mm_client_id(c);
+    cr_assert_eq(client_field(id, "discardable_bytes"), 3 * CHUNK);
+    cr_assert_eq(mm_discardable_pin(c, (char *)p[5] + 100), 0, "a reader holds chunk 5");
+
+    set_capacity("8M"); /* 12M granted, all used or discardable */
+    cr_assert_eq(client_field(id, "discarded_bytes"), 2 * CHUNK, "the two unpinned caches");
+    cr_assert_eq(client_field(id, "granted_bytes"), 4 * CHUNK);
+    cr_assert_eq(client_field(id, "revoked_bytes"), 0, "nobody was asked");
+    cr_assert_eq(mm_discardable_pin(c, p[3]), -ESTALE, "the client learns chunk 3 is gone");
+    cr_assert_eq(mm_free(c, p[3], CHUNK), -ESTALE, "and has nothing to free there");
+    cr_assert_eq(((unsigned char *)p[5])[4096], 6, "the pinned cache is intact");
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(((unsigned char *)p[i])[9], i + 1, "used chunk %d intact", i);
+
+    mm_discardable_unpin(c, p[5]);
+    set_capacity("6M"); /* now the unpinned chunk 5 may go */
+    cr_assert_eq(client_field(id, "discarded_bytes"), 3 * CHUNK);
+    cr_assert_eq(client_field(id, "discardable_bytes"), 0);
+    mm_client_close(c);
+}

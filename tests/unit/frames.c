@@ -1217,3 +1217,70 @@ Test(frames, host_calls_stay_bounded_while_a_peer_scribbles_and_other_clients_ar
     free(s->b);
     free(s);
 }
+
+/* ---- Discardable chunks ------------------------------------------------ */
+
+Test(frames, discardable_needs_a_wholly_allocated_chunk)
+{
+    meta_t m;
+    meta_init(&m, 2);
+    grant_all(&m, 0);
+    cr_assert_eq(mm__frames_set_discardable(&m.f, 0, true), -EINVAL, "a free chunk holds no cache");
+    cr_assert_eq(mm__frames_alloc_chunks(&m.f, 0, 1, 0, 0), 0);
+    cr_assert_eq(mm__frames_set_discardable(&m.f, 0, true), 0);
+    cr_assert(mm__frames_chunk_discardable(&m.f, 0));
+    cr_assert_eq(mm__frames_set_discardable(&m.f, 0, false), 0);
+    cr_assert_not(mm__frames_chunk_discardable(&m.f, 0));
+    cr_assert_eq(mm__frames_set_discardable(&m.f, 2, true), -EINVAL, "past the end");
+    meta_fini(&m);
+}
+
+Test(frames, a_pinned_discardable_chunk_is_not_discarded)
+{
+    meta_t m;
+    meta_init(&m, 1);
+    grant_all(&m, 0);
+    cr_assert_eq(mm__frames_alloc_chunks(&m.f, 0, 1, 0, 0), 0);
+    cr_assert_eq(mm__frames_set_discardable(&m.f, 0, true), 0);
+    cr_assert_not(mm__frames_try_reclaim(&m.f, 0, true), "step 1 never takes it");
+    cr_assert_eq(mm__frames_pin(&m.f, 0), 0);
+    cr_assert_eq(mm__frames_pin(&m.f, 0), 0);
+    cr_assert_not(mm__frames_try_discard(&m.f, 0), "pinned twice");
+    mm__frames_unpin(&m.f, 0);
+    cr_assert_not(mm__frames_try_discard(&m.f, 0), "still pinned once");
+    mm__frames_unpin(&m.f, 0);
+    cr_assert(mm__frames_try_discard(&m.f, 0), "unpinned: the host takes it");
+    cr_assert(mm__frames_chunk_reclaimed(&m.f, 0));
+    cr_assert_eq(mm__frames_pin(&m.f, 0), -ESTALE, "the reader learns the content is gone");
+    cr_assert_eq(mm__frames_set_discardable(&m.f, 0, false), -ESTALE);
+    meta_fini(&m);
+}
+
+Test(frames, pins_stop_at_their_limit_and_plain_chunks_cannot_be_pinned)
+{
+    meta_t m;
+    meta_init(&m, 2);
+    grant_all(&m, 0);
+    cr_assert_eq(mm__frames_alloc_chunks(&m.f, 0, 2, 0, 0), 0);
+    cr_assert_eq(mm__frames_pin(&m.f, 1), -EINVAL, "not discardable");
+    cr_assert_eq(mm__frames_set_discardable(&m.f, 0, true), 0);
+    for (uint32_t i = 0; i < MM_CW_PIN_MAX; i++)
+        cr_assert_eq(mm__frames_pin(&m.f, 0), 0);
+    cr_assert_eq(mm__frames_pin(&m.f, 0), -EBUSY);
+    cr_assert_eq(mm_cw_pins(cw(&m, 0)), MM_CW_PIN_MAX, "the count never wraps");
+    meta_fini(&m);
+}
+
+Test(frames, allocation_never_uses_a_discardable_chunk)
+{
+    meta_t m;
+    meta_init(&m, 1);
+    grant_all(&m, 0);
+    mm_frames_thread_t t = thread_for(1);
+    uint64_t frame;
+    cr_assert_eq(mm__frames_alloc(&m.f, &t, 512, 512, &frame), 0);
+    cr_assert_eq(mm__frames_set_discardable(&m.f, 0, true), 0);
+    cr_assert_eq(mm__frames_free(&m.f, 0, 1), 0, "a cache may shrink inside its chunk");
+    cr_assert_eq(mm__frames_alloc(&m.f, &t, 1, 1, &frame), -ENOSPC);
+    meta_fini(&m);
+}

@@ -78,12 +78,13 @@ typedef struct mm_usage {
 /* What the client's allocator holds, read from the shared metadata. */
 typedef struct mm_client_stats {
     uint64_t region_bytes;
-    uint64_t granted_bytes;  /* chunks not taken back by the host */
-    uint64_t owned_bytes;    /* frames allocated */
-    uint64_t free_bytes;     /* free frames in granted chunks */
-    uint64_t resident_bytes; /* pages really present (kernel truth) */
-    uint64_t target_bytes;   /* what the host wants this client to hold */
-    uint32_t pressure;       /* enum mm_pressure */
+    uint64_t granted_bytes;     /* chunks not taken back by the host */
+    uint64_t owned_bytes;       /* frames allocated */
+    uint64_t free_bytes;        /* free frames in granted chunks */
+    uint64_t discardable_bytes; /* chunks marked discardable, still held */
+    uint64_t resident_bytes;    /* pages really present (kernel truth) */
+    uint64_t target_bytes;      /* what the host wants this client to hold */
+    uint32_t pressure;          /* enum mm_pressure */
 } mm_client_stats_t;
 
 /* Fill opts with defaults. Never fails. */
@@ -118,12 +119,31 @@ MM_EXPORT uint32_t mm_client_id(const mm_client_t *client);
 MM_EXPORT int mm_alloc(mm_client_t *client, size_t bytes, size_t align, void **out);
 
 /* Give frames back to the allocator. The range must be one earlier
- * allocation or part of one; -EINVAL if any frame in it is not allocated. */
+ * allocation or part of one; -EINVAL if any frame in it is not allocated,
+ * -ESTALE if the host discarded its (discardable) chunk. */
 MM_EXPORT int mm_free(mm_client_t *client, void *addr, size_t bytes);
 
 /* Drop the pages of an owned range (they stay owned; a later touch gets zero
  * pages). addr and bytes are 4 KiB multiples inside the region. */
 MM_EXPORT int mm_release(mm_client_t *client, void *addr, size_t bytes);
+
+/*
+ * Discardable memory: clean content (a cache) the host may take without
+ * asking, before it asks anyone for used memory. Marks or unmarks whole
+ * chunks: addr and bytes are chunk-aligned and every frame of those chunks is
+ * allocated by the caller. -ESTALE if the host already took one of them (its
+ * content is gone; chunks before it in the range were changed).
+ */
+MM_EXPORT int mm_discardable(mm_client_t *client, void *addr, size_t bytes, int on);
+
+/*
+ * Pin the discardable chunk holding addr while reading it. 0: its content is
+ * there and stays until mm_discardable_unpin(); -ESTALE: the host took it —
+ * the content is gone and the frames are no longer the caller's (forget
+ * them; do not free them); -EBUSY: too many readers at once (63 per chunk).
+ */
+MM_EXPORT int mm_discardable_pin(mm_client_t *client, const void *addr);
+MM_EXPORT void mm_discardable_unpin(mm_client_t *client, const void *addr);
 
 /* Publish runtime usage to the host. */
 MM_EXPORT int mm_report(mm_client_t *client, const mm_usage_t *usage);
