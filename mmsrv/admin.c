@@ -40,7 +40,7 @@ static json_t *client_entry(const mm_host_client_t *c)
 {
     mm_client_usage_t u;
     mm__client_usage(c, &u);
-    return json_pack(
+    json_t *o = json_pack(
         "{s:I, s:s, s:i, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
         " s:I, s:I, s:I, s:b, s:b, s:I, s:I, s:I}",
         "id", (json_int_t)c->id, "name", c->name, "pid", (int)c->pid, "kind", kind_name(c->kind),
@@ -55,6 +55,9 @@ static json_t *client_entry(const mm_host_client_t *c)
         "connected", c->sock >= 0, "target_pinned", c->pinned, "idle_bytes",
         (json_int_t)c->idle_bytes, "discardable_bytes", (json_int_t)u.discardable_bytes,
         "discarded_bytes", (json_int_t)c->discarded_bytes_total);
+    if (o)
+        json_object_set_new(o, "node", json_integer(c->numa_node));
+    return o;
 }
 
 static json_t *clients_json(mm_server_t *s)
@@ -70,11 +73,25 @@ static json_t *clients_json(mm_server_t *s)
     return list;
 }
 
+static json_t *nodes_json(mm_server_t *s)
+{
+    json_t *nodes = json_array();
+    for (int i = 0; i < s->numa.nnodes; i++)
+        json_array_append_new(
+            nodes, json_pack("{s:i, s:I, s:I, s:I}", "node", s->numa.node_id[i], "capacity_bytes",
+                             (json_int_t)mm__numa_pool_capacity(&s->numa, i, s->capacity_bytes),
+                             "granted_bytes", (json_int_t)mm__pool_granted(s, i), "resident_bytes",
+                             (json_int_t)mm__pool_resident(s, i)));
+    return nodes;
+}
+
 static json_t *status_json(mm_server_t *s)
 {
     json_t *clients = clients_json(s); /* refreshes residency first */
-    return json_pack("{s:I, s:I, s:I, s:I, s:o}", "capacity_bytes", (json_int_t)s->capacity_bytes,
-                     "granted_bytes", (json_int_t)mm__total_granted(s), "resident_bytes",
+    json_t *nodes = nodes_json(s);
+    return json_pack("{s:I, s:o, s:I, s:I, s:I, s:o}", "capacity_bytes",
+                     (json_int_t)s->capacity_bytes, "nodes", nodes, "granted_bytes",
+                     (json_int_t)mm__total_granted(s), "resident_bytes",
                      (json_int_t)mm__total_resident(s), "client_count", (json_int_t)s->nclients,
                      "clients", clients);
 }

@@ -21,6 +21,7 @@
 #include <mm/protocol.h>
 
 #include "frames.h"
+#include "pools.h"
 
 /* What an epoll event belongs to. */
 enum mm_watch_kind {
@@ -63,7 +64,10 @@ typedef struct mm_host_client {
 
     uint64_t region_bytes;
     uint32_t chunk_count;
-    void *shared; /* host's mapping of the shared state */
+    int pool;         /* NUMA pool the region is bound to (pools.h) */
+    int numa_node;    /* that pool's kernel node number */
+    bool node_strict; /* bound because the client asked for that node */
+    void *shared;     /* host's mapping of the shared state */
     uint64_t shared_bytes;
     mm_control_t *ctl;
     mm_frames_t frames;
@@ -120,6 +124,7 @@ typedef struct mm_server {
     uint32_t next_id;
     uint32_t nclients; /* registered */
     uint64_t capacity_bytes;
+    mm_numa_t numa;
     double psi_some_avg10; /* host memory pressure, read once a second */
     uint64_t ticks;
     bool stopping;
@@ -183,6 +188,9 @@ int mm__install(mm_server_t *s, mm_host_client_t *c, uint32_t slot, const uint32
 void mm__reclaim_tick(mm_server_t *s);
 uint64_t mm__total_granted(mm_server_t *s);
 uint64_t mm__total_resident(mm_server_t *s);
+/* Granted and resident bytes of the clients bound to one NUMA pool. */
+uint64_t mm__pool_granted(mm_server_t *s, int pool);
+uint64_t mm__pool_resident(mm_server_t *s, int pool);
 void mm__refresh_resident(mm_host_client_t *c);
 /* Recompute c->idle_bytes from its chunk words and its report. */
 void mm__refresh_idle(mm_host_client_t *c);

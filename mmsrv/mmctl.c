@@ -128,6 +128,15 @@ static void print_text(const char *cmd, json_t *reply)
                human(field(reply, "granted_bytes"), b[1], 32),
                human(field(reply, "resident_bytes"), b[2], 32),
                (long long)json_array_size(json_object_get(reply, "clients")));
+        size_t i;
+        json_t *n;
+        json_array_foreach(json_object_get(reply, "nodes"), i, n)
+        {
+            printf("node %lld: capacity %s, granted %s, resident %s\n", (long long)field(n, "node"),
+                   human(field(n, "capacity_bytes"), b[0], 32),
+                   human(field(n, "granted_bytes"), b[1], 32),
+                   human(field(n, "resident_bytes"), b[2], 32));
+        }
         print_clients(json_object_get(reply, "clients"));
     } else if (strcmp(cmd, "clients") == 0) {
         print_clients(json_object_get(reply, "clients"));

@@ -242,6 +242,24 @@ uint64_t mm__total_resident(mm_server_t *s)
     return sum;
 }
 
+uint64_t mm__pool_granted(mm_server_t *s, int pool)
+{
+    struct cds_lfht_iter iter;
+    mm_host_client_t *c;
+    uint64_t sum = 0;
+    for_each_client(s, iter, c) if (c->pool == pool) sum += granted_of(c);
+    return sum;
+}
+
+uint64_t mm__pool_resident(mm_server_t *s, int pool)
+{
+    struct cds_lfht_iter iter;
+    mm_host_client_t *c;
+    uint64_t sum = 0;
+    for_each_client(s, iter, c) if (c->pool == pool) sum += c->resident_bytes;
+    return sum;
+}
+
 void mm__refresh_resident(mm_host_client_t *c)
 {
     int64_t r = mm__resident_bytes(c->region_fd);
@@ -515,6 +533,12 @@ int mm__install(mm_server_t *s, mm_host_client_t *c, uint32_t slot, const uint32
             taken += reclaim_any(s, c, allow - room - taken);
         room += taken;
     }
+    /* The client's NUMA pool must have room too. */
+    uint64_t pool_cap = mm__numa_pool_capacity(&s->numa, c->pool, s->capacity_bytes);
+    uint64_t pool_used = mm__pool_granted(s, c->pool);
+    uint32_t pool_room = pool_cap > pool_used ? chunks_of(pool_cap - pool_used) : 0;
+    if (room > pool_room)
+        room = pool_room;
     uint32_t grant = allow < room ? allow : room, k = 0;
     for (uint32_t i = 0; i < n && k < grant; i++) {
         if (!host_reclaimed(c, chunks[i]))

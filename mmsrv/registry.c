@@ -242,6 +242,43 @@ static int create_memory(mm_host_client_t *c)
     return c->bell_to_host < 0 ? c->bell_to_host : 0;
 }
 
+/* The client's NUMA pool: the node it asked for, or the pool with the most
+ * room left. */
+static int choose_pool(mm_server_t *s, mm_host_client_t *c, int node)
+{
+    if (node >= 0) {
+        c->pool = mm__numa_pool(&s->numa, node);
+        c->numa_node = node;
+        c->node_strict = true;
+        return c->pool < 0 ? -EINVAL : 0;
+    }
+    int64_t best_room = INT64_MIN;
+    for (int i = 0; i < s->numa.nnodes; i++) {
+        int64_t room = (int64_t)mm__numa_pool_capacity(&s->numa, i, s->capacity_bytes) -
+                       (int64_t)mm__pool_granted(s, i);
+        if (room > best_room) {
+            best_room = room;
+            c->pool = i;
+        }
+    }
+    c->node_strict = false;
+    c->numa_node = s->numa.node_id[c->pool];
+    return 0;
+}
+
+/* Bind the region to its pool's node. A preference that cannot be set only
+ * costs locality; a node the client asked for must hold. */
+static int bind_region(mm_server_t *s, mm_host_client_t *c)
+{
+    int err = mm__numa_bind(&s->numa, c->region_fd, c->region_bytes, c->numa_node, c->node_strict);
+    if (err < 0 && !c->node_strict) {
+        log_warn("client %u: cannot prefer node %d: %s", c->id, s->numa.node_id[c->pool],
+                 strerror(-err));
+        err = 0;
+    }
+    return err;
+}
+
 static int handle_hello(mm_server_t *s, mm_host_client_t *c, const mm_msg_hello_t *m)
 {
     if (m->max_bytes % MM_CHUNK_SIZE) {
@@ -258,7 +295,14 @@ static int handle_hello(mm_server_t *s, mm_host_client_t *c, const mm_msg_hello_
     c->min_bytes =
         m->min_bytes < s->cfg.max_client_min_bytes ? m->min_bytes : s->cfg.max_client_min_bytes;
     c->weight = m->weight < s->cfg.max_client_weight ? m->weight : s->cfg.max_client_weight;
-    int err = create_memory(c);
+    int err = choose_pool(s, c, m->numa_node);
+    if (err < 0) {
+        send_error(c, m->hdr.seq, err, "no NUMA node %d with memory here", m->numa_node);
+        return err;
+    }
+    err = create_memory(c);
+    if (err == 0)
+        err = bind_region(s, c);
     if (err < 0) {
         log_warn("client %u: cannot create its memory: %s", c->id, strerror(-err));
         send_error(c, m->hdr.seq, err, "cannot create the region: %s", strerror(-err));

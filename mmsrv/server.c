@@ -139,6 +139,7 @@ int mm__server_init(mm_server_t *s, const mm_server_config_t *cfg)
     /* Each client costs the daemon six fds. */
     if (mm__raise_nofile() < 0)
         log_warn("cannot raise the open-files limit: %s", strerror(errno));
+    mm__numa_init(&s->numa);
     int err = lock_state_dir(s);
     if (err == 0)
         err = mm__registry_init(s);
