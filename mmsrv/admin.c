@@ -55,8 +55,24 @@ static json_t *client_entry(const mm_host_client_t *c)
         "connected", c->sock >= 0, "target_pinned", c->pinned, "idle_bytes",
         (json_int_t)c->idle_bytes, "discardable_bytes", (json_int_t)u.discardable_bytes,
         "discarded_bytes", (json_int_t)c->discarded_bytes_total);
-    if (o)
-        json_object_set_new(o, "node", json_integer(c->numa_node));
+    if (!o)
+        return NULL;
+    json_object_set_new(o, "node", json_integer(c->numa_node));
+    /* The runtime's own report (untrusted: shown, and garbage only ever
+     * counts against its own share). */
+    const mm_control_t *ctl = c->ctl;
+    json_object_set_new(
+        o, "live_bytes",
+        json_integer((json_int_t)atomic_load_explicit(&ctl->live_bytes, memory_order_relaxed)));
+    json_object_set_new(
+        o, "heap_bytes",
+        json_integer((json_int_t)atomic_load_explicit(&ctl->heap_bytes, memory_order_relaxed)));
+    json_object_set_new(
+        o, "garbage_bytes",
+        json_integer((json_int_t)atomic_load_explicit(&ctl->garbage_bytes, memory_order_relaxed)));
+    json_object_set_new(o, "cost_ns_per_mib",
+                        json_integer((json_int_t)atomic_load_explicit(&ctl->cost_ns_per_mib,
+                                                                      memory_order_relaxed)));
     return o;
 }
 

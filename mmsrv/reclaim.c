@@ -55,6 +55,13 @@ static uint32_t chunks_up(uint64_t bytes)
 {
     return (uint32_t)((bytes + MM_CHUNK_SIZE - 1) / MM_CHUNK_SIZE);
 }
+/* What a client holds, by the kernel's count: capacity, targets and demand
+ * are about resident memory (a runtime may keep frames it released). */
+static uint64_t held_of(const mm_host_client_t *c)
+{
+    return c->resident_bytes;
+}
+
 static uint64_t granted_of(const mm_host_client_t *c)
 {
     return (uint64_t)c->granted_chunks * MM_CHUNK_SIZE;
@@ -283,9 +290,9 @@ void mm__client_usage(const mm_host_client_t *c, mm_client_usage_t *u)
 
 static void publish_target(mm_host_client_t *c, uint64_t target)
 {
-    uint32_t pressure = granted_of(c) > target    ? MM_PRESSURE_HIGH
-                        : granted_of(c) == target ? MM_PRESSURE_LOW
-                                                  : MM_PRESSURE_NONE;
+    uint32_t pressure = held_of(c) > target    ? MM_PRESSURE_HIGH
+                        : held_of(c) == target ? MM_PRESSURE_LOW
+                                               : MM_PRESSURE_NONE;
     uint32_t was = atomic_load_explicit(&c->ctl->pressure, memory_order_relaxed);
     /* Ring only for news the client must act on: a lower target or another
      * pressure level. A rise is read at its next look (an install's reply
@@ -310,7 +317,7 @@ void mm__policy_update(mm_server_t *s)
     }
     for (size_t i = 0; i < n; i++) {
         mm_host_client_t *c = list[i];
-        in[i] = (mm_policy_input_t){.demand_bytes = granted_of(c) + c->unmet_bytes,
+        in[i] = (mm_policy_input_t){.demand_bytes = held_of(c) + c->unmet_bytes,
                                     .idle_bytes = c->idle_bytes,
                                     .min_bytes = c->min_bytes,
                                     .max_bytes = c->max_bytes,
@@ -340,12 +347,13 @@ void mm__refresh_idle(mm_host_client_t *c)
     c->idle_bytes = u.free_bytes + (idle_owned < u.owned_bytes ? idle_owned : u.owned_bytes);
 }
 
-/* Chunks by which granted or resident bytes exceed capacity. */
+/* Chunks by which resident bytes exceed capacity. Capacity is about
+ * resident memory (DESIGN.md section 3): a runtime keeps frames it released,
+ * and its pages are what the host must have. */
 static uint32_t excess_chunks(mm_server_t *s)
 {
-    uint64_t granted = mm__total_granted(s), resident = mm__total_resident(s);
-    uint64_t over = granted > resident ? granted : resident;
-    return over > s->capacity_bytes ? chunks_up(over - s->capacity_bytes) : 0;
+    uint64_t resident = mm__total_resident(s);
+    return resident > s->capacity_bytes ? chunks_up(resident - s->capacity_bytes) : 0;
 }
 
 /* Step 1, pass A: every client above its target gives its free chunks down
@@ -360,9 +368,9 @@ static uint32_t reclaim_over_target(mm_server_t *s, mm_host_client_t *except)
         goto out;
     for (size_t i = 0; i < n; i++) {
         mm_host_client_t *c = list[i];
-        if (c == except || granted_of(c) <= c->target_bytes)
+        if (c == except || held_of(c) <= c->target_bytes)
             continue;
-        jobs[njobs++] = (reclaim_job_t){c, chunks_up(granted_of(c) - c->target_bytes), 0};
+        jobs[njobs++] = (reclaim_job_t){c, chunks_up(held_of(c) - c->target_bytes), 0};
     }
     run_jobs(s, jobs, njobs);
     for (size_t i = 0; i < njobs; i++)
@@ -386,8 +394,8 @@ static uint32_t reclaim_any(mm_server_t *s, mm_host_client_t *except, uint32_t n
     while (taken < need && n > 0) {
         size_t best = 0;
         for (size_t i = 1; i < n; i++) {
-            int64_t over_i = (int64_t)granted_of(list[i]) - (int64_t)list[i]->target_bytes;
-            int64_t over_b = (int64_t)granted_of(list[best]) - (int64_t)list[best]->target_bytes;
+            int64_t over_i = (int64_t)held_of(list[i]) - (int64_t)list[i]->target_bytes;
+            int64_t over_b = (int64_t)held_of(list[best]) - (int64_t)list[best]->target_bytes;
             if (over_i > over_b)
                 best = i;
         }
@@ -456,10 +464,9 @@ static void post_revocations(mm_server_t *s, mm_host_client_t *except, uint32_t 
         mm_host_client_t *c = list[i];
         /* A client that let its last request lapse is left to the forced
          * steps: asking it again would only hold up the others. */
-        if (c != except && granted_of(c) > c->target_bytes && !c->revoke_pending &&
-            !c->revoke_missed)
+        if (c != except && held_of(c) > c->target_bytes && !c->revoke_pending && !c->revoke_missed)
             list[k++] = c;
-        else if (c != except && c->revoke_pending && granted_of(c) > c->target_bytes)
+        else if (c != except && c->revoke_pending && held_of(c) > c->target_bytes)
             asked += c->revoke_bytes; /* already on its way */
     }
     qsort(list, k, sizeof *list, by_cost);
@@ -468,7 +475,7 @@ static void post_revocations(mm_server_t *s, mm_host_client_t *except, uint32_t 
         mm_host_client_t *c = list[i];
         if (asked >= need && !c->pinned)
             continue;
-        uint64_t bytes = granted_of(c) - c->target_bytes;
+        uint64_t bytes = held_of(c) - c->target_bytes;
         post_revocation(c, bytes, reason, now);
         asked += bytes;
     }
@@ -519,14 +526,14 @@ int mm__install(mm_server_t *s, mm_host_client_t *c, uint32_t slot, const uint32
         return -EALREADY; /* all granted already, e.g. to another thread */
     c->unmet_bytes = (uint64_t)asked * MM_CHUNK_SIZE;
     mm__policy_update(s);
-    uint32_t target = chunks_of(c->target_bytes);
-    uint32_t allow = target > c->granted_chunks ? target - c->granted_chunks : 0;
+    uint32_t target = chunks_of(c->target_bytes), held = chunks_up(held_of(c));
+    uint32_t allow = target > held ? target - held : 0;
     if (allow > asked)
         allow = asked;
     if (allow > limit - c->granted_chunks)
         allow = limit - c->granted_chunks;
-    uint32_t cap = chunks_of(s->capacity_bytes), granted = chunks_of(mm__total_granted(s));
-    uint32_t room = cap > granted ? cap - granted : 0, taken = 0;
+    uint32_t cap = chunks_of(s->capacity_bytes), used = chunks_up(mm__total_resident(s));
+    uint32_t room = cap > used ? cap - used : 0, taken = 0;
     if (room < allow) {
         taken = reclaim_over_target(s, c);
         if (room + taken < allow)
@@ -535,7 +542,7 @@ int mm__install(mm_server_t *s, mm_host_client_t *c, uint32_t slot, const uint32
     }
     /* The client's NUMA pool must have room too. */
     uint64_t pool_cap = mm__numa_pool_capacity(&s->numa, c->pool, s->capacity_bytes);
-    uint64_t pool_used = mm__pool_granted(s, c->pool);
+    uint64_t pool_used = mm__pool_resident(s, c->pool);
     uint32_t pool_room = pool_cap > pool_used ? chunks_of(pool_cap - pool_used) : 0;
     if (room > pool_room)
         room = pool_room;
@@ -548,6 +555,10 @@ int mm__install(mm_server_t *s, mm_host_client_t *c, uint32_t slot, const uint32
         c->granted_chunks++;
         out[k++] = chunks[i];
     }
+    /* The client populates what it was granted at once: count it resident
+     * now, so that the next install does not hand out the same room; the
+     * next refresh reads the kernel's own figure. */
+    c->resident_bytes += (uint64_t)k * MM_CHUNK_SIZE;
     /* What was not granted stays in the client's demand until its next
      * install, so that others above their share are asked for it. */
     c->unmet_bytes = (uint64_t)(asked - k) * MM_CHUNK_SIZE;
@@ -613,7 +624,7 @@ static bool any_actionable_over_target(mm_server_t *s)
 {
     struct cds_lfht_iter iter;
     mm_host_client_t *c;
-    for_each_client(s, iter, c) if (granted_of(c) > c->target_bytes && !c->revoke_pending &&
+    for_each_client(s, iter, c) if (held_of(c) > c->target_bytes && !c->revoke_pending &&
                                     !c->revoke_missed) return true;
     return false;
 }

@@ -255,7 +255,7 @@ static int choose_pool(mm_server_t *s, mm_host_client_t *c, int node)
     int64_t best_room = INT64_MIN;
     for (int i = 0; i < s->numa.nnodes; i++) {
         int64_t room = (int64_t)mm__numa_pool_capacity(&s->numa, i, s->capacity_bytes) -
-                       (int64_t)mm__pool_granted(s, i);
+                       (int64_t)mm__pool_resident(s, i);
         if (room > best_room) {
             best_room = room;
             c->pool = i;
