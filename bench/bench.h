@@ -32,6 +32,7 @@ typedef struct mm_bench_opts {
 #define MM_BENCH_VERDICT_FAILED 1
 
 int mm__bench_cut(const mm_bench_opts_t *opts, mm_results_t *res);
+int mm__bench_gc(const mm_bench_opts_t *opts, mm_results_t *res);
 int mm__bench_demo(const mm_bench_opts_t *opts, mm_results_t *res);
 int mm__bench_alloc(const mm_bench_opts_t *opts, mm_results_t *res);
 int mm__bench_rtt(const mm_bench_opts_t *opts, mm_results_t *res);
@@ -64,7 +65,17 @@ int mm__bench_daemon_stop(mm_bench_daemon_t *d);
 int mm__bench_hold_start(mm_proc_t *p, const mm_bench_daemon_t *d, const char *name,
                          const char *hold, const char *free_size);
 
-/* SIGTERM an mmhold and reap it (killed after 60 s); *intact is true iff
+/* Start one of mm's programs by name with args (NULL-terminated, at most
+ * 22) and wait up to 60 s for its "ready" line; on failure it is killed and
+ * reaped. */
+int mm__bench_start_ready(mm_proc_t *p, const char *prog_name, const char *const args[]);
+
+/* The floor of taking memory back: ms for one fallocate(PUNCH_HOLE) of
+ * cut_bytes out of a populated memfd of held_bytes; < 0 if it failed. */
+double mm__bench_punch_floor_ms(uint64_t held_bytes, uint64_t cut_bytes);
+
+/* SIGTERM an mmhold (or any program that verifies its data on SIGTERM and
+ * exits 0 when intact) and reap it (killed after 60 s); *intact is true iff
  * it exited with status 0, i.e. verified all its data. */
 int mm__bench_hold_stop(mm_proc_t *p, bool *intact);
 

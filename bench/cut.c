@@ -24,10 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
-#include "platform.h"
 
 #define CUT_CAPACITY     "512M"
 #define CUT_TARGET       "128M"
@@ -49,27 +45,6 @@ struct cut_sample {
     double resident_after_bytes;
     double floor_ms; /* < 0: not measured */
 };
-
-/* The floor: one bulk punch of the bytes the daemon must take back, out of a
- * memfd populated as the clients' regions are. */
-static double measure_floor(void)
-{
-    int fd = mm__memfd_create_sealed("mmbench-floor", FLOOR_HELD_BYTES);
-    double ms = -1;
-    if (fd < 0)
-        return ms;
-    void *p = mmap(NULL, FLOOR_HELD_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (p != MAP_FAILED) {
-        if (mm__populate_write(p, FLOOR_HELD_BYTES) == 0) {
-            uint64_t t0 = mm__bench_now_ns();
-            if (mm__punch(fd, 0, FLOOR_CUT_BYTES) == 0)
-                ms = (double)(mm__bench_now_ns() - t0) / 1e6;
-        }
-        munmap(p, FLOOR_HELD_BYTES);
-    }
-    close(fd);
-    return ms;
-}
 
 static int start_holds(const mm_bench_daemon_t *d, mm_proc_t holds[CUT_HOLDS])
 {
@@ -150,7 +125,7 @@ static int cut_rep(struct cut_sample *s)
     }
     s->ran = true;
     rc = cut_measure(&d, s);
-    s->floor_ms = measure_floor();
+    s->floor_ms = mm__bench_punch_floor_ms(FLOOR_HELD_BYTES, FLOOR_CUT_BYTES);
     rc_stop = stop_holds(holds, &s->intact);
     if (rc == 0)
         rc = rc_stop;

@@ -11,12 +11,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <mm/mm.h>
+
+#include "platform.h"
 
 #define SOCKET_TIMEOUT_MS 10000
 #define READY_TIMEOUT_MS  60000
@@ -197,28 +200,41 @@ int mm__bench_daemon_stop(mm_bench_daemon_t *d)
     return rc;
 }
 
-int mm__bench_hold_start(mm_proc_t *p, const mm_bench_daemon_t *d, const char *name,
-                         const char *hold, const char *free_size)
+int mm__bench_start_ready(mm_proc_t *p, const char *prog_name, const char *const args[])
 {
     char prog[4096];
-    char *argv[] = {prog,     "--socket",   (char *)d->sock, "--name",          (char *)name,
-                    "--hold", (char *)hold, "--free",        (char *)free_size, NULL};
+    char *argv[24] = {prog};
+    size_t n = 1;
     int rc;
 
-    rc = bin_path("mmhold", prog, sizeof(prog));
+    rc = bin_path(prog_name, prog, sizeof(prog));
     if (rc < 0)
         return rc;
+    for (; args != NULL && *args != NULL; args++) {
+        if (n + 1 >= sizeof(argv) / sizeof(argv[0]))
+            return -E2BIG;
+        argv[n++] = (char *)*args;
+    }
+    argv[n] = NULL;
     rc = mm__proc_spawn(p, argv, true);
     if (rc < 0) {
-        fprintf(stderr, "mmbench: cannot start mmhold: %s\n", mm_strerror(rc));
+        fprintf(stderr, "mmbench: cannot start %s: %s\n", prog_name, mm_strerror(rc));
         return rc;
     }
     rc = mm__proc_wait_line(p, "ready", READY_TIMEOUT_MS);
     if (rc < 0) {
-        fprintf(stderr, "mmbench: mmhold %s did not get ready: %s\n", name, mm_strerror(rc));
+        fprintf(stderr, "mmbench: %s did not get ready: %s\n", prog_name, mm_strerror(rc));
         mm__proc_wait(p, 0, NULL); /* Kills it if it is still running. */
     }
     return rc;
+}
+
+int mm__bench_hold_start(mm_proc_t *p, const mm_bench_daemon_t *d, const char *name,
+                         const char *hold, const char *free_size)
+{
+    const char *args[] = {"--socket", d->sock,  "--name",  name, "--hold",
+                          hold,       "--free", free_size, NULL};
+    return mm__bench_start_ready(p, "mmhold", args);
 }
 
 int mm__bench_hold_stop(mm_proc_t *p, bool *intact)
@@ -312,4 +328,23 @@ int mm__bench_wait_resident(const mm_bench_daemon_t *d, uint64_t limit_bytes, in
             return -ETIMEDOUT;
         sleep_ns(POLL_INTERVAL_NS);
     }
+}
+
+double mm__bench_punch_floor_ms(uint64_t held_bytes, uint64_t cut_bytes)
+{
+    int fd = mm__memfd_create_sealed("mmbench-floor", held_bytes);
+    double ms = -1;
+    if (fd < 0)
+        return ms;
+    void *p = mmap(NULL, held_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p != MAP_FAILED) {
+        if (mm__populate_write(p, held_bytes) == 0) {
+            uint64_t t0 = mm__bench_now_ns();
+            if (mm__punch(fd, 0, cut_bytes) == 0)
+                ms = (double)(mm__bench_now_ns() - t0) / 1e6;
+        }
+        munmap(p, held_bytes);
+    }
+    close(fd);
+    return ms;
 }

@@ -4,7 +4,7 @@
  *   mmbench SUBCOMMAND [--quick] [--json FILE] [--reps N]
  *
  * This file parses the command line, runs the subcommand (cut.c, demo.c,
- * alloc.c, rtt.c),
+ * alloc.c, rtt.c, gc.c),
  * prints its rows as a table and writes them with the run's meta block to
  * --json FILE (results.c). Exit status: 0 when the subcommand succeeded, 1
  * when it failed, 2 on a bad argument.
@@ -30,6 +30,7 @@ static const struct subcommand subcommands[] = {
      mm__bench_alloc},
     {"rtt", "control-plane round trip against a bare echo; clients one daemon holds",
      mm__bench_rtt},
+    {"gc", "Boehm GC and jemalloc heaps giving their garbage back on revocation", mm__bench_gc},
 };
 
 #define N_SUBCOMMANDS (sizeof(subcommands) / sizeof(subcommands[0]))
