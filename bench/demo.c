@@ -255,7 +255,7 @@ int mm__bench_demo(const mm_bench_opts_t *opts, mm_results_t *res)
 
     (void)opts; /* The demo runs once; --quick and --reps do not apply. */
     printf("mm demo: one host daemon, three clients, and a capacity cut.\n\n");
-    rc = mm__bench_daemon_start(&d, DEMO_CAPACITY, "warn");
+    rc = mm__bench_daemon_start(&d, DEMO_CAPACITY, getenv("MM_DEMO_LOG") ? getenv("MM_DEMO_LOG") : "warn");
     if (rc < 0)
         return rc;
     printf("Started mmsrv with %s of capacity; state and sockets in %s.\n\n", DEMO_CAPACITY, d.dir);

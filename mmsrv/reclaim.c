@@ -526,13 +526,15 @@ int mm__install(mm_server_t *s, mm_host_client_t *c, uint32_t slot, const uint32
         return -EALREADY; /* all granted already, e.g. to another thread */
     c->unmet_bytes = (uint64_t)asked * MM_CHUNK_SIZE;
     mm__policy_update(s);
-    uint32_t target = chunks_of(c->target_bytes), held = chunks_up(held_of(c));
+    /* Round what is held down: a chunk the client is populating right now
+     * shows as part of one in st_blocks, and must not eat the grant. */
+    uint32_t target = chunks_of(c->target_bytes), held = chunks_of(held_of(c));
     uint32_t allow = target > held ? target - held : 0;
     if (allow > asked)
         allow = asked;
     if (allow > limit - c->granted_chunks)
         allow = limit - c->granted_chunks;
-    uint32_t cap = chunks_of(s->capacity_bytes), used = chunks_up(mm__total_resident(s));
+    uint32_t cap = chunks_of(s->capacity_bytes), used = chunks_of(mm__total_resident(s));
     uint32_t room = cap > used ? cap - used : 0, taken = 0;
     if (room < allow) {
         taken = reclaim_over_target(s, c);

@@ -424,6 +424,25 @@ static int alloc_in_chunk(mm_client_t *c, uint32_t nframes, uint32_t align_frame
     return -ENOMEM; /* granted chunks keep being taken back under us */
 }
 
+/* Install the reclaimed chunks of [first, first + span), a message per
+ * MM_INSTALL_MAX of them. No malloc: allocator hooks (jemalloc's) call this. */
+static int install_run(mm_client_t *c, uint32_t slot, uint32_t first, uint32_t span)
+{
+    uint32_t want[MM_INSTALL_MAX], n = 0;
+    for (uint32_t i = first; i <= first + span; i++) {
+        bool last = i == first + span;
+        if (!last && mm__frames_chunk_reclaimed(&c->frames, i))
+            want[n++] = i;
+        if (n == 0 || (n < MM_INSTALL_MAX && !last))
+            continue;
+        int got = install_chunks(c, slot, want, n);
+        if (got < (int)n)
+            return got < 0 ? got : -ENOMEM;
+        n = 0;
+    }
+    return 0;
+}
+
 /* Runs of whole chunks: find adjacent chunks that are free or installable,
  * install the reclaimed ones, then claim the run all at once. */
 static int alloc_chunks(mm_client_t *c, uint64_t nframes, uint64_t align, void **out)
@@ -432,9 +451,6 @@ static int alloc_chunks(mm_client_t *c, uint64_t nframes, uint64_t align, void *
     uint32_t nchunks = (uint32_t)(nframes / MM_CHUNK_FRAMES);
     uint32_t tail = (uint32_t)(nframes % MM_CHUNK_FRAMES);
     uint32_t span = nchunks + (tail ? 1 : 0);
-    uint32_t *want = malloc(span * sizeof *want);
-    if (!want)
-        return -ENOMEM;
     int err = -ENOMEM;
     uint32_t hint = 0;
     for (int attempt = 0; attempt < 8 && hint < c->frames.chunk_count; attempt++) {
@@ -448,24 +464,15 @@ static int alloc_chunks(mm_client_t *c, uint64_t nframes, uint64_t align, void *
             attempt--; /* moving to an aligned start is not a failed attempt */
             continue;
         }
-        uint32_t n = 0;
-        for (uint32_t i = first; i < first + span; i++)
-            if (mm__frames_chunk_reclaimed(&c->frames, i))
-                want[n++] = i;
-        if (n > 0) {
-            int got = install_chunks(c, slot, want, n);
-            if (got < (int)n) {
-                err = got < 0 ? got : -ENOMEM;
-                break;
-            }
-        }
+        err = install_run(c, slot, first, span);
+        if (err < 0)
+            break;
         err = mm__frames_alloc_chunks(&c->frames, first, nchunks, tail, slot);
         if (err == 0) {
             *out = c->base + (uint64_t)first * MM_CHUNK_SIZE;
             break;
         }
     }
-    free(want);
     return err == -ENOSPC || err == -EBUSY ? -ENOMEM : err;
 }
 
