@@ -58,6 +58,7 @@ static json_t *client_entry(const mm_host_client_t *c)
     if (!o)
         return NULL;
     json_object_set_new(o, "node", json_integer(c->numa_node));
+    json_object_set_new(o, "last_answer_ms", json_real((double)c->last_answer_ns / 1e6));
     /* The runtime's own report (untrusted: shown, and garbage only ever
      * counts against its own share). */
     const mm_control_t *ctl = c->ctl;

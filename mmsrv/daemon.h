@@ -87,7 +87,9 @@ typedef struct mm_host_client {
     /* Revocation in flight (one at a time). */
     uint64_t revoke_seq;
     uint64_t revoke_bytes;
+    uint64_t revoke_posted_ns;
     uint64_t revoke_deadline_ns;
+    uint64_t last_answer_ns; /* how long the last answered request took */
     bool revoke_pending;
     bool revoke_missed; /* the last request lapsed unanswered */
 

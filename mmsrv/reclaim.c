@@ -413,6 +413,7 @@ static void post_revocation(mm_host_client_t *c, uint64_t bytes, uint32_t reason
     mm_control_t *ctl = c->ctl;
     c->revoke_seq++;
     c->revoke_bytes = bytes;
+    c->revoke_posted_ns = now;
     c->revoke_deadline_ns = now + REVOKE_BASE_NS + (bytes >> 20) * REVOKE_NS_PER_MIB;
     c->revoke_pending = true;
     atomic_store_explicit(&ctl->revoke_bytes, bytes, memory_order_relaxed);

@@ -449,6 +449,7 @@ void mm__client_on_bell(mm_server_t *s, mm_host_client_t *c)
     c->revoke_pending = false;
     c->revoke_missed = false;
     c->revoked_bytes_total += given;
+    c->last_answer_ns = mm__now_ns() - c->revoke_posted_ns;
     log_debug("client %u: revocation %llu answered, %llu bytes given", c->id,
               (unsigned long long)acked, (unsigned long long)given);
     if (given > 0)
