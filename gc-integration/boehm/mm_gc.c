@@ -1,0 +1,410 @@
+/*
+ * mm-gc: libgc's heap in mm frames (see <mm/gc.h> for the contract).
+ *
+ * This file owns three things: the mmap/madvise definitions that interpose
+ * on libgc.so's PLT calls (serving its heap from the client's region), the
+ * revocation handler that collects and unmaps, and the collection-event
+ * callback that reports usage to the host.
+ *
+ * State: g_client is the attached client (NULL: every hook passes through);
+ * g_gc_lo..g_gc_hi is the address range of libgc.so's loaded segments, set
+ * before g_client is published with release order and never changed after.
+ * The hooks never call malloc, never call libgc, never wait for anything but
+ * mm_alloc()'s install round trip, which the daemon answers at once.
+ */
+#define GC_THREADS
+#include <gc/gc.h>
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <link.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mm/gc.h>
+
+#define FRAME_BYTES ((size_t)MM_FRAME_SIZE)
+#define CHUNK_BYTES ((size_t)MM_CHUNK_SIZE)
+/* Idle calls that end a shrink, and a bound on calls per shrink. */
+#define SHRINK_IDLE_CALLS 3
+#define SHRINK_MAX_CALLS  32
+/* Allocation that does not count as a change of the heap (see on_revoke). */
+#define QUIET_ALLOC_BYTES (64u * 1024)
+
+typedef void *(*mmap_fn)(void *, size_t, int, int, int, off_t);
+typedef int (*madvise_fn)(void *, size_t, int);
+
+static _Atomic(mm_client_t *) g_client;
+static uintptr_t g_gc_lo, g_gc_hi; /* libgc.so's segments: [lo, hi) */
+static uintptr_t g_region_lo, g_region_hi;
+static mmap_fn real_mmap;
+static madvise_fn real_madvise;
+static GC_on_collection_event_proc g_prev_event;
+
+/* Counters (relaxed: statistics only). */
+static _Atomic uint64_t g_served_bytes;
+static _Atomic uint64_t g_released_bytes;
+static _Atomic uint64_t g_collections;
+static _Atomic uint64_t g_last_collect_ns;
+static _Atomic uint64_t g_revocations;
+static _Atomic uint64_t g_revoked_bytes;
+static _Atomic bool g_allowed_threads;
+/* After a revocation that gave nothing: the collection count and libgc's
+ * total allocation then. Touched by the revocation handler only. */
+static uint64_t g_fruitless_collections = UINT64_MAX, g_fruitless_total_bytes;
+/* Start of the collection in progress; written under the GC lock only. */
+static uint64_t g_collect_start_ns;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* dlsym may allocate only on failure; resolve once at load, before any hook
+ * can see libgc as its caller. */
+__attribute__((constructor)) static void resolve_real(void)
+{
+    real_mmap = (mmap_fn)dlsym(RTLD_NEXT, "mmap");
+    real_madvise = (madvise_fn)dlsym(RTLD_NEXT, "madvise");
+}
+
+static void *pass_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    if (real_mmap)
+        return real_mmap(addr, len, prot, flags, fd, off);
+    long r = syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+    return r == -1 ? MAP_FAILED : (void *)r;
+}
+
+static int pass_madvise(void *addr, size_t len, int advice)
+{
+    if (real_madvise)
+        return real_madvise(addr, len, advice);
+    return (int)syscall(SYS_madvise, addr, len, advice);
+}
+
+static bool from_libgc(uintptr_t ret)
+{
+    return ret >= g_gc_lo && ret < g_gc_hi;
+}
+
+/* libgc's heap request, served from frames. Heap sections of 2 MiB or more
+ * get chunk alignment, so that whole chunks back them. */
+static void *serve_mmap(mm_client_t *c, size_t len)
+{
+    size_t bytes = (len + FRAME_BYTES - 1) & ~(FRAME_BYTES - 1);
+    size_t align = bytes >= CHUNK_BYTES ? CHUNK_BYTES : FRAME_BYTES;
+    void *p = NULL;
+    /* No retry and no wait: a refusal is the host's answer, and libgc holds
+     * its lock here (the revocation handler needs that lock). */
+    int err = mm_alloc(c, bytes, align, &p);
+    if (err < 0) {
+        errno = ENOMEM;
+        return MAP_FAILED;
+    }
+    atomic_fetch_add_explicit(&g_served_bytes, bytes, memory_order_relaxed);
+    return p;
+}
+
+__attribute__((visibility("default"))) void *mmap(void *addr, size_t len, int prot, int flags,
+                                                  int fd, off_t off)
+{
+    uintptr_t ret = (uintptr_t)__builtin_return_address(0);
+    mm_client_t *c = atomic_load_explicit(&g_client, memory_order_acquire);
+    if (c && from_libgc(ret) && fd == -1 && off == 0 && len > 0 &&
+        prot == (PROT_READ | PROT_WRITE) &&
+        (flags & ~MAP_NORESERVE) == (MAP_PRIVATE | MAP_ANONYMOUS))
+        return serve_mmap(c, len);
+    return pass_mmap(addr, len, prot, flags, fd, off);
+}
+
+__attribute__((visibility("default"))) int madvise(void *addr, size_t len, int advice)
+{
+    uintptr_t ret = (uintptr_t)__builtin_return_address(0);
+    mm_client_t *c = atomic_load_explicit(&g_client, memory_order_acquire);
+    uintptr_t a = (uintptr_t)addr;
+    if (c && from_libgc(ret) && advice == MADV_DONTNEED && a >= g_region_lo && a < g_region_hi &&
+        len <= g_region_hi - a) {
+        /* Owner punch of the whole frames inside the range: libgc reuses it
+         * later without a call, so the frames stay owned. */
+        uintptr_t lo = (a + FRAME_BYTES - 1) & ~(uintptr_t)(FRAME_BYTES - 1);
+        uintptr_t hi = (a + len) & ~(uintptr_t)(FRAME_BYTES - 1);
+        if (hi > lo) {
+            int err = mm_release(c, (void *)lo, hi - lo);
+            if (err < 0) {
+                errno = -err;
+                return -1;
+            }
+            atomic_fetch_add_explicit(&g_released_bytes, hi - lo, memory_order_relaxed);
+        }
+        return 0;
+    }
+    return pass_madvise(addr, len, advice);
+}
+
+/* Usage from libgc's counters; gs must be filled under the GC lock. */
+static void usage_from(const struct GC_prof_stats_s *gs, mm_usage_t *u)
+{
+    uint64_t heap = gs->heapsize_full - gs->unmapped_bytes;
+    uint64_t free_mapped = gs->free_bytes_full - gs->unmapped_bytes;
+    uint64_t last = atomic_load_explicit(&g_last_collect_ns, memory_order_relaxed);
+    u->heap_bytes = heap;
+    u->garbage_bytes = free_mapped;
+    u->live_bytes = heap - free_mapped;
+    u->cost_ns_per_mib = heap ? last * (1u << 20) / (heap > (1u << 20) ? heap : (1u << 20)) : 0;
+}
+
+/* Runs inside libgc with its allocation lock held: only the unsynchronized
+ * statistics call, no GC call that locks. mm_report() takes no GC lock. */
+static void GC_CALLBACK on_collection_event(GC_EventType ev)
+{
+    if (ev == GC_EVENT_START) {
+        g_collect_start_ns = now_ns();
+    } else if (ev == GC_EVENT_END) {
+        atomic_store_explicit(&g_last_collect_ns, now_ns() - g_collect_start_ns,
+                              memory_order_relaxed);
+        atomic_fetch_add_explicit(&g_collections, 1, memory_order_relaxed);
+        mm_client_t *c = atomic_load_explicit(&g_client, memory_order_acquire);
+        if (c) {
+            struct GC_prof_stats_s gs;
+            mm_usage_t u;
+            GC_get_prof_stats_unsafe(&gs, sizeof gs);
+            usage_from(&gs, &u);
+            /* A failed report only leaves the host with older figures. */
+            (void)mm_report(c, &u);
+        }
+    }
+    if (g_prev_event)
+        g_prev_event(ev);
+}
+
+/* Report from outside a collection (takes the GC lock). */
+static void report_now(mm_client_t *c)
+{
+    struct GC_prof_stats_s gs;
+    mm_usage_t u;
+    GC_get_prof_stats(&gs, sizeof gs);
+    usage_from(&gs, &u);
+    (void)mm_report(c, &u); /* best effort, as above */
+}
+
+static uint64_t resident_bytes(mm_client_t *c)
+{
+    mm_client_stats_t s;
+    return mm_client_stats(c, &s) == 0 ? s.resident_bytes : 0;
+}
+
+/*
+ * Collect and unmap until want bytes of residency are gone (0: no limit),
+ * three calls in a row drop nothing, or the next call would pass deadline_ns
+ * (0: none). libgc unmaps only blocks free for more than one collection, so
+ * fresh garbage takes two or three calls. Returns the drop.
+ */
+static int64_t shrink(mm_client_t *c, uint64_t want, uint64_t deadline_ns)
+{
+    uint64_t start = resident_bytes(c), low = start;
+    int idle = 0;
+    for (int i = 0; i < SHRINK_MAX_CALLS && idle < SHRINK_IDLE_CALLS; i++) {
+        uint64_t t0 = now_ns();
+        GC_gcollect_and_unmap();
+        uint64_t t1 = now_ns();
+        uint64_t r = resident_bytes(c);
+        if (r < low) {
+            low = r;
+            idle = 0;
+        } else {
+            idle++;
+        }
+        if (want && start - low >= want)
+            break;
+        if (deadline_ns && t1 + (t1 - t0) > deadline_ns)
+            break;
+    }
+    report_now(c);
+    return (int64_t)start - (int64_t)resident_bytes(c);
+}
+
+/* Revocation handler, on libmm's answer thread. The thread joins the GC
+ * only for the duration of the call (a registered thread is stopped at
+ * every collection). */
+static uint64_t on_revoke(mm_client_t *c, const mm_revoke_request_t *req, void *arg)
+{
+    (void)arg;
+    if (!GC_is_init_called())
+        return 0; /* no heap yet: nothing to give */
+    bool joined = false;
+    if (!GC_thread_is_registered()) {
+        /* GC_allow_register_threads() starts the markers and turns on
+         * locking; it is idempotent and needs no registered caller here. */
+        if (!atomic_exchange(&g_allowed_threads, true))
+            GC_allow_register_threads();
+        struct GC_stack_base sb;
+        if (GC_get_stack_base(&sb) != GC_SUCCESS)
+            return 0;
+        joined = GC_register_my_thread(&sb) == GC_SUCCESS;
+        if (!joined)
+            return 0;
+    }
+    int64_t dropped = 0;
+    /* The host asks again at every tick while the client is above target.
+     * If the last answer found nothing and since then no collection ran and
+     * next to nothing was allocated (joining the GC allocates a thread
+     * record), the heap has no more to give, short of references dropped
+     * without allocating, which the next change finds: answer 0 at once
+     * rather than run three more collections. */
+    uint64_t total = GC_get_total_bytes();
+    if (atomic_load_explicit(&g_collections, memory_order_relaxed) != g_fruitless_collections ||
+        total - g_fruitless_total_bytes > QUIET_ALLOC_BYTES) {
+        dropped = shrink(c, req->bytes, req->deadline_ns);
+        g_fruitless_collections =
+            dropped <= 0 ? atomic_load_explicit(&g_collections, memory_order_relaxed) : UINT64_MAX;
+        g_fruitless_total_bytes = GC_get_total_bytes();
+    }
+    if (joined)
+        GC_unregister_my_thread();
+    uint64_t given = dropped > 0 ? (uint64_t)dropped : 0;
+    atomic_fetch_add_explicit(&g_revocations, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&g_revoked_bytes, given, memory_order_relaxed);
+    return given;
+}
+
+/* A child of fork() has no region mapping: let its hooks pass through. */
+static void detach_in_child(void)
+{
+    atomic_store_explicit(&g_client, NULL, memory_order_release);
+}
+
+struct find_gc {
+    uintptr_t probe;
+    uintptr_t lo, hi;
+};
+
+static int find_gc_segments(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    struct find_gc *f = arg;
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    bool hit = false;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD)
+            continue;
+        uintptr_t s = info->dlpi_addr + ph->p_vaddr, e = s + ph->p_memsz;
+        if (s < lo)
+            lo = s;
+        if (e > hi)
+            hi = e;
+        if (f->probe >= s && f->probe < e)
+            hit = true;
+    }
+    if (!hit)
+        return 0;
+    f->lo = lo;
+    f->hi = hi;
+    return 1;
+}
+
+MM_GC_EXPORT int mm_gc_open(const char *socket_path, const mm_client_opts_t *opts,
+                            mm_client_t **out)
+{
+    static bool once;
+    if (atomic_load_explicit(&g_client, memory_order_acquire))
+        return -EBUSY;
+    mm_client_opts_t o;
+    if (opts)
+        o = *opts;
+    else
+        mm_client_opts_init(&o);
+    if (o.on_revoke)
+        return -EINVAL;
+
+    struct find_gc f = {.probe = (uintptr_t)(void *)GC_gcollect_and_unmap};
+    if (!dl_iterate_phdr(find_gc_segments, &f))
+        return -ELIBACC;
+
+    if (o.flags & MM_GC_NO_THREAD)
+        o.flags &= ~(unsigned)MM_GC_NO_THREAD;
+    else
+        o.flags |= MM_CLIENT_THREAD;
+    o.on_revoke = on_revoke;
+    o.revoke_arg = NULL;
+    mm_client_t *c = NULL;
+    int err = mm_client_open(socket_path, &o, &c);
+    if (err < 0)
+        return err;
+
+    g_gc_lo = f.lo;
+    g_gc_hi = f.hi;
+    g_region_lo = (uintptr_t)mm_client_base(c);
+    g_region_hi = g_region_lo + mm_client_region_bytes(c);
+    if (!once) {
+        once = true;
+        /* pthread_atfork fails only without memory; then a child would keep
+         * the hooks attached to a region it does not have, so say no. */
+        if (pthread_atfork(NULL, NULL, detach_in_child) != 0) {
+            mm_client_close(c);
+            return -ENOMEM;
+        }
+        g_prev_event = GC_get_on_collection_event();
+        GC_set_on_collection_event(on_collection_event);
+    }
+    atomic_store_explicit(&g_client, c, memory_order_release);
+    if (out)
+        *out = c;
+    return 0;
+}
+
+MM_GC_EXPORT void mm_gc_close(void)
+{
+    mm_client_t *c = atomic_exchange(&g_client, NULL);
+    if (c)
+        mm_client_close(c);
+}
+
+MM_GC_EXPORT mm_client_t *mm_gc_client(void)
+{
+    return atomic_load_explicit(&g_client, memory_order_acquire);
+}
+
+MM_GC_EXPORT int mm_gc_stats(mm_gc_stats_t *out)
+{
+    if (!atomic_load_explicit(&g_client, memory_order_acquire))
+        return -ENOTCONN;
+    memset(out, 0, sizeof *out);
+    if (GC_is_init_called()) {
+        struct GC_prof_stats_s gs;
+        mm_usage_t u;
+        GC_get_prof_stats(&gs, sizeof gs);
+        usage_from(&gs, &u);
+        out->live_bytes = u.live_bytes;
+        out->heap_bytes = u.heap_bytes;
+        out->garbage_bytes = u.garbage_bytes;
+        out->unmapped_bytes = gs.unmapped_bytes;
+    }
+    out->served_bytes = atomic_load_explicit(&g_served_bytes, memory_order_relaxed);
+    out->released_bytes = atomic_load_explicit(&g_released_bytes, memory_order_relaxed);
+    out->last_collect_ns = atomic_load_explicit(&g_last_collect_ns, memory_order_relaxed);
+    out->collections = atomic_load_explicit(&g_collections, memory_order_relaxed);
+    out->revocations = atomic_load_explicit(&g_revocations, memory_order_relaxed);
+    out->revoked_bytes = atomic_load_explicit(&g_revoked_bytes, memory_order_relaxed);
+    return 0;
+}
+
+MM_GC_EXPORT int64_t mm_gc_shrink(void)
+{
+    mm_client_t *c = atomic_load_explicit(&g_client, memory_order_acquire);
+    if (!c)
+        return -ENOTCONN;
+    if (!GC_is_init_called())
+        return 0;
+    return shrink(c, 0, 0);
+}
