@@ -253,6 +253,9 @@ Test(jemalloc, an_alloc_hook_without_frames_makes_mallocx_return_null)
 
 Test(jemalloc, a_forked_child_mallocs_outside_the_parent_heap)
 {
+#if defined(__SANITIZE_ADDRESS__)
+    cr_skip_test("AddressSanitizer replaces malloc, so the thread's default arena is not used");
+#endif
     start_daemon("256M");
     unsigned a = 0;
     mm_client_t *c = je_open("je-fork", 64 * MiB, &a);
