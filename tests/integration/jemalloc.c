@@ -127,6 +127,11 @@ Test(jemalloc, frees_then_purge_drop_residency)
     cr_assert_eq(mm_jemalloc_stats(&st), 0);
     cr_assert_geq(st.dirty_bytes, 40 * MiB, "freed values are dirty: %llu",
                   (unsigned long long)st.dirty_bytes);
+    /* The host sees what jemalloc itself counts: active live, dirty garbage. */
+    cr_assert_eq(mm_jemalloc_report(c), 0);
+    uint32_t id = mm_client_id(c);
+    cr_assert_eq(client_field(id, "live_bytes"), st.active_bytes);
+    cr_assert_eq(client_field(id, "garbage_bytes"), st.dirty_bytes + st.muzzy_bytes);
     uint64_t before = resident(c);
     int64_t dropped = mm_jemalloc_purge();
     uint64_t after = resident(c);
