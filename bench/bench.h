@@ -84,10 +84,16 @@ int mm__bench_hold_stop(mm_proc_t *p, bool *intact);
  * frees; without, it is inherited. -EIO if mmctl exits non-zero. */
 int mm__bench_ctl(const mm_bench_daemon_t *d, const char *const args[], char **out);
 
-/* `mmctl --json status`, parsed. On success the caller owns *status. */
+/* One request line straight to the admin socket (no mmctl process, so that
+ * timings carry no process start), its JSON reply parsed into *reply (the
+ * caller owns it). An {"error": ...} reply is printed and is -EIO. */
+int mm__bench_admin(const mm_bench_daemon_t *d, const char *request, json_t **reply);
+
+/* The daemon's status (what `mmctl --json status` prints), through
+ * mm__bench_admin(). On success the caller owns *status. */
 int mm__bench_ctl_status(const mm_bench_daemon_t *d, json_t **status);
 
-/* Poll status every 5 ms until resident_bytes <= limit_bytes; then *status
+/* Poll status every 1 ms until resident_bytes <= limit_bytes; then *status
  * (owned by the caller) is the status that showed it. -ETIMEDOUT. */
 int mm__bench_wait_resident(const mm_bench_daemon_t *d, uint64_t limit_bytes, int timeout_ms,
                             json_t **status);

@@ -10,8 +10,8 @@
  * minimum.
  *
  * cut_ms is an upper bound on the daemon's own reaction: it includes
- * starting the mmctl process that lowers the capacity, starting the mmctl
- * processes that poll the status, and the 5 ms polling interval. The
+ * starting the mmctl process that lowers the capacity, and status polls
+ * every 1 ms on the admin socket. The
  * daemon's own time for the reclaim pass, as its reply states, is
  * daemon_reclaim_ms. The floor, measured in the same repetition, is what the
  * kernel itself needs for the same bytes: one fallocate(PUNCH_HOLE) of 272

@@ -144,7 +144,7 @@ static void print_rate(double reclaimed_mib, double ms)
         return;
     }
     printf("  reclaimed %.1f MiB in %.1f ms: %.0f MiB/s, %.1f ms per GiB\n"
-           "  (the time includes starting mmctl and 5 ms status polling)\n\n",
+           "  (the time includes starting mmctl and 1 ms status polling)\n\n",
            reclaimed_mib, ms, reclaimed_mib / (ms / 1000), ms / (reclaimed_mib / 1024));
 }
 
@@ -255,7 +255,8 @@ int mm__bench_demo(const mm_bench_opts_t *opts, mm_results_t *res)
 
     (void)opts; /* The demo runs once; --quick and --reps do not apply. */
     printf("mm demo: one host daemon, three clients, and a capacity cut.\n\n");
-    rc = mm__bench_daemon_start(&d, DEMO_CAPACITY, getenv("MM_DEMO_LOG") ? getenv("MM_DEMO_LOG") : "warn");
+    rc = mm__bench_daemon_start(&d, DEMO_CAPACITY,
+                                getenv("MM_DEMO_LOG") ? getenv("MM_DEMO_LOG") : "warn");
     if (rc < 0)
         return rc;
     printf("Started mmsrv with %s of capacity; state and sockets in %s.\n\n", DEMO_CAPACITY, d.dir);

@@ -19,12 +19,13 @@
 
 #include <mm/mm.h>
 
+#include "admin_client.h"
 #include "platform.h"
 
 #define SOCKET_TIMEOUT_MS 10000
 #define READY_TIMEOUT_MS  60000
 #define CTL_TIMEOUT_MS    10000
-#define POLL_INTERVAL_NS  5000000ull
+#define POLL_INTERVAL_NS  1000000ull
 
 uint64_t mm__bench_now_ns(void)
 {
@@ -284,28 +285,35 @@ int mm__bench_ctl(const mm_bench_daemon_t *d, const char *const args[], char **o
     return rc;
 }
 
-int mm__bench_ctl_status(const mm_bench_daemon_t *d, json_t **status)
+int mm__bench_admin(const mm_bench_daemon_t *d, const char *request, json_t **reply)
 {
-    static const char *const args[] = {"--json", "status", NULL};
     json_error_t err;
     char *out;
-    int rc;
-
-    rc = mm__bench_ctl(d, args, &out);
-    if (rc < 0)
+    int rc = mm__admin_request(d->admin_sock, request, &out);
+    if (rc < 0) {
+        fprintf(stderr, "mmbench: admin socket %s: %s\n", d->admin_sock, mm_strerror(rc));
         return rc;
-    *status = json_loads(out, 0, &err);
+    }
+    *reply = json_loads(out, 0, &err);
     free(out);
-    if (*status == NULL) {
-        fprintf(stderr, "mmbench: mmctl status: bad JSON: %s\n", err.text);
+    if (*reply == NULL || !json_is_object(*reply)) {
+        fprintf(stderr, "mmbench: admin reply to %.*s is not a JSON object\n",
+                (int)strcspn(request, "\n"), request);
+        json_decref(*reply);
         return -EPROTO;
     }
-    if (!json_is_object(*status)) {
-        fprintf(stderr, "mmbench: mmctl status: JSON is not an object\n");
-        json_decref(*status);
-        return -EPROTO;
+    json_t *error = json_object_get(*reply, "error");
+    if (error) {
+        fprintf(stderr, "mmbench: %s\n", json_string_value(error));
+        json_decref(*reply);
+        return -EIO;
     }
     return 0;
+}
+
+int mm__bench_ctl_status(const mm_bench_daemon_t *d, json_t **status)
+{
+    return mm__bench_admin(d, "status\n", status);
 }
 
 int mm__bench_wait_resident(const mm_bench_daemon_t *d, uint64_t limit_bytes, int timeout_ms,

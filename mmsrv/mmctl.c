@@ -18,6 +18,8 @@
 
 #include <mm/mm.h>
 
+#include "admin_client.h"
+
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -28,54 +30,6 @@ static void usage(FILE *out)
             "  capacity SIZE   set the bytes clients may hold resident (e.g. 4G)\n"
             "The admin socket defaults to $MM_ADMIN_SOCKET or %s.\n",
             mm_default_admin_socket());
-}
-
-/* Send request and read the whole reply into a malloc'd string. */
-static int request(const char *path, const char *req, char **out)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof sa.sun_path)
-        return -ENAMETOOLONG;
-    strcpy(sa.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    size_t len = 0, cap = 4096;
-    char *buf = malloc(cap);
-    int err = 0;
-    if (!buf)
-        err = -ENOMEM;
-    else if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
-        err = -errno;
-    /* A refusing daemon may answer and close before reading the request:
-     * read its answer even when the send fails. */
-    else if (send(fd, req, strlen(req), MSG_NOSIGNAL) < 0 && errno != EPIPE && errno != ECONNRESET)
-        err = -errno;
-    while (err == 0) {
-        if (len + 1 == cap) {
-            char *bigger = realloc(buf, cap *= 2);
-            if (!bigger) {
-                err = -ENOMEM;
-                break;
-            }
-            buf = bigger;
-        }
-        ssize_t n = read(fd, buf + len, cap - 1 - len);
-        if (n < 0 && errno != EINTR)
-            err = -errno;
-        if (n == 0)
-            break;
-        if (n > 0)
-            len += (size_t)n;
-    }
-    close(fd);
-    if (err < 0) {
-        free(buf);
-        return err;
-    }
-    buf[len] = '\0';
-    *out = buf;
-    return 0;
 }
 
 static const char *human(json_int_t bytes, char *buf, size_t cap)
@@ -264,7 +218,7 @@ int main(int argc, char **argv)
     build_request(argc - optind, argv + optind, req, sizeof req);
     if (!path)
         path = mm_default_admin_socket();
-    int err = request(path, req, &text);
+    int err = mm__admin_request(path, req, &text);
     if (err < 0) {
         fprintf(stderr, "mmctl: cannot reach mmsrv at %s: %s\n", path, mm_strerror(err));
         return 1;
