@@ -12,9 +12,8 @@
  * client (a revocation) for it. reclaim_ms runs from the capacity request,
  * sent straight to the admin socket, until a status poll (every 1 ms, also on
  * the admin socket) shows the client's st_blocks down by at least 80% of the
- * garbage: request to drop complete. answer_ms is the daemon's own measure
- * from posting the request to the client's answer, which may come later: a
- * Boehm heap keeps collecting until three calls give nothing more.
+ * garbage: request to drop complete (the client's answer may come later: a
+ * Boehm heap keeps collecting until three calls give nothing more).
  * reclaimed_bytes is the drop in st_blocks. collect_ms is what the runtime
  * reports its collection (or purge) of this heap cost, from its own measured
  * cost per MiB after answering. The floor is one fallocate(PUNCH_HOLE) of the
@@ -53,7 +52,7 @@ static const runtime_t runtimes[] = {
 
 typedef struct gc_sample {
     bool measured, intact;
-    double garbage, reclaimed, reclaim_ms, answer_ms, collect_ms, floor_ms;
+    double garbage, reclaimed, reclaim_ms, collect_ms, floor_ms;
 } gc_sample_t;
 
 /* The demo's entry in status (a new reference), or NULL. */
@@ -125,7 +124,6 @@ static int measure(const mm_bench_daemon_t *d, const runtime_t *rt, gc_sample_t 
     if (!after)
         return -EIO;
     s->reclaimed = (double)(resident - mm__bench_json_u64(after, "resident_bytes"));
-    s->answer_ms = json_number_value(json_object_get(after, "last_answer_ms"));
     s->collect_ms =
         (double)mm__bench_json_u64(after, "cost_ns_per_mib") * (double)(heap >> 20) / 1e6;
     json_decref(after);
@@ -162,8 +160,8 @@ static int run_rep(const runtime_t *rt, bool quick, gc_sample_t *s)
 
 static int report(mm_results_t *res, const runtime_t *rt, const gc_sample_t *s, int n)
 {
-    double g[GC_MAX_SAMPLES], r[GC_MAX_SAMPLES], ms[GC_MAX_SAMPLES], e[GC_MAX_SAMPLES],
-        c[GC_MAX_SAMPLES], f[GC_MAX_SAMPLES];
+    double g[GC_MAX_SAMPLES], r[GC_MAX_SAMPLES], ms[GC_MAX_SAMPLES], c[GC_MAX_SAMPLES],
+        f[GC_MAX_SAMPLES];
     size_t m = 0;
     double intact = n > 0 ? 1 : 0;
     for (int i = 0; i < n; i++) {
@@ -171,7 +169,6 @@ static int report(mm_results_t *res, const runtime_t *rt, const gc_sample_t *s, 
         if (!s[i].measured)
             continue;
         g[m] = s[i].garbage, r[m] = s[i].reclaimed, ms[m] = s[i].reclaim_ms;
-        e[m] = s[i].answer_ms;
         c[m] = s[i].collect_ms, f[m++] = s[i].floor_ms;
     }
     int rc = 0;
@@ -181,8 +178,8 @@ static int report(mm_results_t *res, const runtime_t *rt, const gc_sample_t *s, 
             const double *v;
         } rows[] = {
             {"mm", "garbage_bytes", "bytes", g}, {"mm", "reclaimed_bytes", "bytes", r},
-            {"mm", "reclaim_ms", "ms", ms},      {"mm", "answer_ms", "ms", e},
-            {"mm", "collect_ms", "ms", c},       {"floor", "reclaim_ms", "ms", f},
+            {"mm", "reclaim_ms", "ms", ms},      {"mm", "collect_ms", "ms", c},
+            {"floor", "reclaim_ms", "ms", f},
         };
         for (size_t i = 0; i < sizeof rows / sizeof rows[0] && rc == 0; i++)
             rc = mm__results_add_median(
