@@ -92,6 +92,7 @@ typedef struct mm_host_client {
     uint64_t last_answer_ns; /* how long the last answered request took */
     bool revoke_pending;
     bool revoke_missed; /* the last request lapsed unanswered */
+    bool revoke_empty;  /* it last answered "nothing", and holds the same since */
 
     /* Counters shown by mmctl. */
     uint64_t reclaimed_bytes_total; /* taken back by the host, ever */

@@ -270,8 +270,11 @@ uint64_t mm__pool_resident(mm_server_t *s, int pool)
 void mm__refresh_resident(mm_host_client_t *c)
 {
     int64_t r = mm__resident_bytes(c->region_fd);
-    if (r >= 0)
-        c->resident_bytes = (uint64_t)r;
+    if (r < 0)
+        return;
+    if ((uint64_t)r != c->resident_bytes)
+        c->revoke_empty = false; /* it changed: it may have something to give */
+    c->resident_bytes = (uint64_t)r;
 }
 
 void mm__client_usage(const mm_host_client_t *c, mm_client_usage_t *u)
@@ -451,7 +454,8 @@ static int by_cost(const void *a, const void *b)
  * (capacity exceeded plus installs not granted). A client the admin pinned
  * below what it holds is always asked. One request per client at a time; a
  * missed deadline is counted at the tick, and that client is not asked again
- * until it answers late.
+ * until it answers late; one that answered "nothing more" is not asked again
+ * until what it holds changes.
  */
 static void post_revocations(mm_server_t *s, mm_host_client_t *except, uint32_t reason)
 {
@@ -465,7 +469,8 @@ static void post_revocations(mm_server_t *s, mm_host_client_t *except, uint32_t 
         mm_host_client_t *c = list[i];
         /* A client that let its last request lapse is left to the forced
          * steps: asking it again would only hold up the others. */
-        if (c != except && held_of(c) > c->target_bytes && !c->revoke_pending && !c->revoke_missed)
+        if (c != except && held_of(c) > c->target_bytes && !c->revoke_pending &&
+            !c->revoke_missed && !c->revoke_empty)
             list[k++] = c;
         else if (c != except && c->revoke_pending && held_of(c) > c->target_bytes)
             asked += c->revoke_bytes; /* already on its way */
@@ -628,7 +633,7 @@ static bool any_actionable_over_target(mm_server_t *s)
     struct cds_lfht_iter iter;
     mm_host_client_t *c;
     for_each_client(s, iter, c) if (held_of(c) > c->target_bytes && !c->revoke_pending &&
-                                    !c->revoke_missed) return true;
+                                    !c->revoke_missed && !c->revoke_empty) return true;
     return false;
 }
 

@@ -448,6 +448,7 @@ void mm__client_on_bell(mm_server_t *s, mm_host_client_t *c)
         given = c->revoke_bytes;
     c->revoke_pending = false;
     c->revoke_missed = false;
+    c->revoke_empty = given == 0;
     c->revoked_bytes_total += given;
     c->last_answer_ns = mm__now_ns() - c->revoke_posted_ns;
     log_debug("client %u: revocation %llu answered, %llu bytes given", c->id,

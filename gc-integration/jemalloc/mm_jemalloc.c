@@ -97,19 +97,6 @@ static void *metadata_map(je_slot_t *s, size_t size, size_t alignment)
  * while jemalloc holds its grow lock, so such runs are taken with the thread
  * switched to arena 0 for the call.
  */
-static int take_frames(je_slot_t *s, mm_client_t *c, size_t size, size_t align, void **out)
-{
-    unsigned cur = 0, zero_arena = 0;
-    size_t sz = sizeof cur;
-    bool switched = false;
-    if (size > CHUNK && mallctl("thread.arena", &cur, &sz, NULL, 0) == 0 && is_mm_arena(cur))
-        switched = mallctl("thread.arena", NULL, NULL, &zero_arena, sizeof zero_arena) == 0;
-    int err = mm_alloc(c, size, align, out);
-    if (switched && mallctl("thread.arena", NULL, NULL, &cur, sizeof cur) != 0)
-        add_relaxed(&s->hook_errors, 1); /* the thread stays on arena 0: still correct */
-    return err;
-}
-
 static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t alignment,
                         bool *zero, bool *commit, unsigned arena_ind)
 {
@@ -135,7 +122,9 @@ static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t a
     if (size >= CHUNK && align < CHUNK)
         align = CHUNK;
     void *p = NULL;
-    if (take_frames(s, c, size, align, &p) < 0) {
+    /* libmm's allocation path takes no lock jemalloc holds and never
+     * mallocs, so it is safe inside the hook. */
+    if (mm_alloc(c, size, align, &p) < 0) {
         add_relaxed(&s->alloc_failures, 1);
         return NULL;
     }
@@ -360,11 +349,18 @@ static int report_slot(je_slot_t *s)
 static int64_t purge_slot(je_slot_t *s)
 {
     mm_client_t *c = atomic_load(&s->client);
-    if (!c || !atomic_load(&s->has_arena))
+    if (!c)
         return 0;
+    /* Under purge_lock, which mm_jemalloc_close() holds while it destroys the
+     * arena: a revocation answered on libmm's thread never purges an arena
+     * being destroyed. */
+    pthread_mutex_lock(&s->purge_lock);
+    if (!atomic_load(&s->has_arena)) {
+        pthread_mutex_unlock(&s->purge_lock);
+        return 0;
+    }
     char key[64];
     snprintf(key, sizeof key, "arena.%u.purge", atomic_load(&s->arena));
-    pthread_mutex_lock(&s->purge_lock);
     mm_client_stats_t before, after;
     int err = mm_client_stats(c, &before);
     uint64_t t0 = now_ns();
@@ -592,9 +588,11 @@ MM_JE_EXPORT void mm_jemalloc_close(mm_client_t *client)
         (void)mallctl("thread.tcache.flush", NULL, NULL, NULL, 0); /* no tcache: nothing held */
         char key[64];
         snprintf(key, sizeof key, "arena.%u.destroy", ind);
+        pthread_mutex_lock(&s->purge_lock);
         destroyed = mallctl(key, NULL, NULL, NULL, 0) == 0;
         if (destroyed)
             atomic_store(&s->has_arena, false);
+        pthread_mutex_unlock(&s->purge_lock);
     }
     if (s && destroyed)
         atomic_store_explicit(&s->client, NULL, memory_order_release);
