@@ -250,6 +250,9 @@ int mm__bench_hold_stop(mm_proc_t *p, bool *intact)
     if (rc < 0)
         return rc;
     *intact = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    if (WIFSIGNALED(st))
+        fprintf(stderr, "mmbench: client %d was killed by signal %d\n", (int)p->pid,
+                WTERMSIG(st));
     return 0;
 }
 

@@ -19,6 +19,7 @@
 #include <gc/gc.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -27,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <mm/gc.h>
 
@@ -284,6 +286,17 @@ static uint64_t verify(uint64_t *bytes)
     return errors;
 }
 
+static int stop_pipe[2] = {-1, -1};
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    ssize_t n = write(stop_pipe[1], "", 1); /* async-signal-safe */
+    (void)n;                                /* a full pipe already says stop */
+    errno = saved;
+}
+
 int main(int argc, char **argv)
 {
     struct demo_opts o = {0};
@@ -291,13 +304,18 @@ int main(int argc, char **argv)
     if (rc != 0)
         return rc > 0 ? 0 : 2;
 
-    /* Block the signals before any thread exists, so that every thread
-     * (libmm's, libgc's markers) inherits the mask and sigwait gets them. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    /* SIGTERM and SIGINT go to a handler that writes a pipe, and the main
+     * thread reads it: libgc unblocks both in threads it suspends for a
+     * collection (GC_remove_allowed_signals), so they may arrive on any
+     * thread, where blocking them for sigwait would not help. */
+    if (pipe2(stop_pipe, O_CLOEXEC) < 0) {
+        perror("mm-gc-demo: pipe");
+        return 1;
+    }
+    struct sigaction sa = {.sa_handler = on_stop_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
 
     mm_client_opts_t copts;
     mm_client_opts_init(&copts);
@@ -328,8 +346,8 @@ int main(int argc, char **argv)
     printf("ready\n");
     fflush(stdout);
 
-    int sig = 0;
-    while (sigwait(&set, &sig) != 0)
+    char byte;
+    while (read(stop_pipe[0], &byte, 1) < 0 && errno == EINTR)
         ;
     uint64_t bytes = 0;
     uint64_t errors = verify(&bytes);
