@@ -154,24 +154,6 @@ static long wait_field_at_most(uint32_t id, const char *key, uint64_t limit, lon
     }
 }
 
-/* The id of the client called name in status (0 if none). */
-static uint32_t client_id_by_name(const char *name)
-{
-    json_t *st = NULL;
-    cr_assert_eq(mm__bench_ctl_status(&daemon_, &st), 0, "status answers");
-    uint32_t id = 0;
-    size_t i;
-    json_t *c;
-    json_array_foreach(json_object_get(st, "clients"), i, c)
-    {
-        const char *n = json_string_value(json_object_get(c, "name"));
-        if (n && strcmp(n, name) == 0)
-            id = (uint32_t)mm__bench_json_u64(c, "id");
-    }
-    json_decref(st);
-    return id;
-}
-
 static void demo_start(mm_proc_t *p, const char *name, const char *live, const char *garbage)
 {
     const char *args[] = {"--socket", daemon_.sock, "--name", name, "--live",

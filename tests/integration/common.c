@@ -78,3 +78,20 @@ void set_capacity(const char *size)
     const char *args[] = {"capacity", size, NULL};
     cr_assert_eq(mm__bench_ctl(&daemon_, args, NULL), 0, "mmctl capacity %s", size);
 }
+
+uint32_t client_id_by_name(const char *name)
+{
+    json_t *st = NULL;
+    cr_assert_eq(mm__bench_ctl_status(&daemon_, &st), 0, "status answers");
+    uint32_t id = 0;
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(st, "clients"), i, c)
+    {
+        const char *n = json_string_value(json_object_get(c, "name"));
+        if (n && strcmp(n, name) == 0)
+            id = (uint32_t)mm__bench_json_u64(c, "id");
+    }
+    json_decref(st);
+    return id;
+}

@@ -30,6 +30,9 @@ void alloc_chunks(mm_client_t *c, size_t n, void **out);
 uint64_t client_field(uint32_t id, const char *key);
 uint64_t status_field(const char *key);
 
+/* The id of the client called name in status, 0 if none (ids start at 1). */
+uint32_t client_id_by_name(const char *name);
+
 /* mmctl capacity size; the test fails if it is refused. */
 void set_capacity(const char *size);
 
