@@ -112,6 +112,9 @@ typedef struct mm_server_config {
     double idle_tax;               /* policy.h; default MM_POLICY_IDLE_TAX */
     uint64_t max_client_min_bytes; /* cap on a client's own reservation request */
     uint32_t max_client_weight;    /* cap on a client's own weight request */
+    int log_level;                 /* enum mm_log_level, or -1: unchanged */
+    const char *config_path;       /* reloaded on SIGHUP, or NULL */
+    unsigned cli_keys;             /* reloadable keys the command line set (config.h) */
 } mm_server_config_t;
 
 typedef struct mm_server {

@@ -12,15 +12,26 @@
 static enum mm_log_level current = MM_LOG_INFO;
 static const char *const names[] = {"error", "warn", "info", "debug"};
 
+int mm__log_parse_level(const char *name)
+{
+    for (int i = 0; i < 4; i++)
+        if (strcmp(name, names[i]) == 0)
+            return i;
+    return -EINVAL;
+}
+
 int mm__log_set_level(const char *name)
 {
-    for (int i = 0; i < 4; i++) {
-        if (strcmp(name, names[i]) == 0) {
-            current = (enum mm_log_level)i;
-            return 0;
-        }
-    }
-    return -EINVAL;
+    int level = mm__log_parse_level(name);
+    if (level < 0)
+        return level;
+    current = (enum mm_log_level)level;
+    return 0;
+}
+
+void mm__log_set(enum mm_log_level level)
+{
+    current = level;
 }
 
 void mm__log(enum mm_log_level level, const char *fmt, ...)

@@ -9,6 +9,10 @@ enum mm_log_level { MM_LOG_ERROR = 0, MM_LOG_WARN = 1, MM_LOG_INFO = 2, MM_LOG_D
 /* Set the level from "error", "warn", "info" or "debug"; -EINVAL otherwise. */
 int mm__log_set_level(const char *name);
 
+/* The level a name stands for, or -EINVAL; and setting a level. */
+int mm__log_parse_level(const char *name);
+void mm__log_set(enum mm_log_level level);
+
 void mm__log(enum mm_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_error(...) mm__log(MM_LOG_ERROR, __VA_ARGS__)

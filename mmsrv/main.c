@@ -16,6 +16,7 @@
 
 #include <mm/mm.h>
 
+#include "config.h"
 #include "daemon.h"
 #include "log.h"
 #include "policy.h"
@@ -36,7 +37,12 @@ static void usage(FILE *out)
             "                       highest weight a client may ask for (default 100)\n"
             "  --foreground         stay in the foreground\n"
             "  --log-level LEVEL    error, warn, info (default) or debug\n"
-            "  --check-config       check the options and exit\n"
+            "  --config FILE        settings file, key = value lines with the long\n"
+            "                       option names as keys (default: " MM_DEFAULT_CONFIG
+            " if it exists);\n"
+            "                       the command line wins; SIGHUP reloads capacity,\n"
+            "                       idle-tax, max-client-* and log-level from it\n"
+            "  --check-config       check the options and the file, then exit\n"
             "  --help               this text\n"
             "Sizes are written like 4096, 512K, 200M, 4G.\n",
             mm_default_state_dir());
@@ -67,79 +73,54 @@ static uint64_t mem_available(void)
 
 typedef struct options {
     mm_server_config_t cfg;
-    bool foreground, check_only;
+    bool foreground, check_only, config_given;
     char socket_buf[4096], admin_buf[4096];
 } options_t;
 
-static int parse_args(int argc, char **argv, options_t *o)
+static const struct option longopts[] = {{"socket", required_argument, 0, 0},
+                                         {"admin-socket", required_argument, 0, 0},
+                                         {"state-dir", required_argument, 0, 0},
+                                         {"capacity", required_argument, 0, 0},
+                                         {"admin-group", required_argument, 0, 0},
+                                         {"log-level", required_argument, 0, 0},
+                                         {"idle-tax", required_argument, 0, 0},
+                                         {"max-client-reservation", required_argument, 0, 0},
+                                         {"max-client-weight", required_argument, 0, 0},
+                                         {"config", required_argument, 0, 'C'},
+                                         {"foreground", no_argument, 0, 'f'},
+                                         {"check-config", no_argument, 0, 'k'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+
+/* One pass over argv. With settings false it only finds --config and the
+ * flags; with settings true it applies the settings (after the file, so the
+ * command line wins). */
+static int scan_args(int argc, char **argv, options_t *o, bool settings)
 {
-    static const struct option longopts[] = {{"socket", required_argument, 0, 's'},
-                                             {"admin-socket", required_argument, 0, 'a'},
-                                             {"state-dir", required_argument, 0, 'd'},
-                                             {"capacity", required_argument, 0, 'c'},
-                                             {"admin-group", required_argument, 0, 'g'},
-                                             {"foreground", no_argument, 0, 'f'},
-                                             {"log-level", required_argument, 0, 'l'},
-                                             {"check-config", no_argument, 0, 'k'},
-                                             {"idle-tax", required_argument, 0, 'i'},
-                                             {"max-client-reservation", required_argument, 0, 'R'},
-                                             {"max-client-weight", required_argument, 0, 'W'},
-                                             {"help", no_argument, 0, 'h'},
-                                             {0, 0, 0, 0}};
-    int opt;
+    int opt, index = 0;
+    char err[256];
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", longopts, &index)) != -1) {
+        unsigned key;
         switch (opt) {
-        case 's':
-            o->cfg.socket_path = optarg;
+        case 0:
+            if (!settings)
+                break;
+            if (mm__config_set(&o->cfg, longopts[index].name, optarg, &key, err, sizeof err) < 0)
+                return bad_arg("--%s", err);
+            if (key != MM_CFG_STARTUP_ONLY)
+                o->cfg.cli_keys |= key;
             break;
-        case 'a':
-            o->cfg.admin_socket_path = optarg;
-            break;
-        case 'd':
-            o->cfg.state_dir = optarg;
+        case 'C':
+            o->cfg.config_path = optarg;
+            o->config_given = true;
             break;
         case 'f':
             o->foreground = true;
             break;
         case 'k':
             o->check_only = true;
-            break;
-        case 'c':
-            if (mm_parse_size(optarg, &o->cfg.capacity_bytes) < 0 ||
-                o->cfg.capacity_bytes < MM_CHUNK_SIZE)
-                return bad_arg("--capacity needs a size of at least 2M, not '%s'", optarg);
-            break;
-        case 'g': {
-            struct group *g = getgrnam(optarg);
-            if (!g)
-                return bad_arg("--admin-group: no group named '%s'", optarg);
-            o->cfg.admin_gid = g->gr_gid;
-            o->cfg.has_admin_group = true;
-            break;
-        }
-        case 'i': {
-            char *end;
-            o->cfg.idle_tax = strtod(optarg, &end);
-            if (*optarg == '\0' || *end || !(o->cfg.idle_tax >= 0 && o->cfg.idle_tax <= 0.99))
-                return bad_arg("--idle-tax must be a number from 0 to 0.99, not '%s'", optarg);
-            break;
-        }
-        case 'R':
-            if (mm_parse_size(optarg, &o->cfg.max_client_min_bytes) < 0)
-                return bad_arg("--max-client-reservation needs a size like 256M, not '%s'", optarg);
-            break;
-        case 'W': {
-            char *end;
-            unsigned long w = strtoul(optarg, &end, 10);
-            if (*optarg < '1' || *optarg > '9' || *end || w > 10000)
-                return bad_arg("--max-client-weight must be 1 to 10000, not '%s'", optarg);
-            o->cfg.max_client_weight = (uint32_t)w;
-            break;
-        }
-        case 'l':
-            if (mm__log_set_level(optarg) < 0)
-                return bad_arg("--log-level must be error, warn, info or debug, not '%s'", optarg);
             break;
         case 'h':
             usage(stdout);
@@ -151,6 +132,22 @@ static int parse_args(int argc, char **argv, options_t *o)
     if (optind < argc)
         return bad_arg("unexpected argument '%s'", argv[optind]);
     return 0;
+}
+
+/* The config file (if any), then the command line over it. */
+static int parse_args(int argc, char **argv, options_t *o)
+{
+    int rc = scan_args(argc, argv, o, false);
+    if (rc != 0)
+        return rc;
+    if (!o->config_given && access(MM_DEFAULT_CONFIG, F_OK) == 0)
+        o->cfg.config_path = MM_DEFAULT_CONFIG;
+    if (o->cfg.config_path) {
+        char err[512];
+        if (mm__config_load(o->cfg.config_path, &o->cfg, ~0u, 0, err, sizeof err) < 0)
+            return bad_arg("%s", err);
+    }
+    return scan_args(argc, argv, o, true);
 }
 
 static int fill_defaults(options_t *o)
@@ -204,11 +201,14 @@ int main(int argc, char **argv)
     memset(&o, 0, sizeof o);
     o.cfg.idle_tax = MM_POLICY_IDLE_TAX;
     o.cfg.max_client_weight = 100;
+    o.cfg.log_level = -1;
     int rc = parse_args(argc, argv, &o);
     if (rc == 0)
         rc = fill_defaults(&o);
     if (rc != 0)
         return rc;
+    if (o.cfg.log_level >= 0)
+        mm__log_set((enum mm_log_level)o.cfg.log_level);
     if (o.check_only) {
         printf("mmsrv: configuration ok: state dir %s, capacity %llu MiB\n", o.cfg.state_dir,
                (unsigned long long)(o.cfg.capacity_bytes >> 20));

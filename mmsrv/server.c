@@ -19,6 +19,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "daemon.h"
 #include "log.h"
 #include "platform.h"
@@ -164,12 +165,38 @@ static void accept_clients(mm_server_t *s)
     }
 }
 
+/* SIGHUP: the config file's policy settings, except those the command line
+ * set (config.h). A bad file changes nothing. */
+static void reload(mm_server_t *s)
+{
+    if (!s->cfg.config_path) {
+        log_info("SIGHUP: no config file to reload");
+        return;
+    }
+    mm_server_config_t next = s->cfg;
+    next.log_level = -1;
+    char err[512];
+    if (mm__config_load(s->cfg.config_path, &next, MM_CFG_RELOADABLE, s->cfg.cli_keys, err,
+                        sizeof err) < 0) {
+        log_error("SIGHUP: %s; settings unchanged", err);
+        return;
+    }
+    if (next.capacity_bytes != s->cfg.capacity_bytes)
+        s->capacity_bytes = next.capacity_bytes; /* the file's new word wins over mmctl's */
+    if (next.log_level >= 0)
+        mm__log_set((enum mm_log_level)next.log_level);
+    s->cfg = next;
+    log_info("SIGHUP: reloaded %s: capacity %llu MiB, idle tax %.2f", s->cfg.config_path,
+             (unsigned long long)(s->capacity_bytes >> 20), s->cfg.idle_tax);
+    mm__reclaim(s);
+}
+
 static void on_signal(mm_server_t *s)
 {
     struct signalfd_siginfo si;
     while (read(s->signal_fd, &si, sizeof si) == (ssize_t)sizeof si) {
         if (si.ssi_signo == SIGHUP) {
-            log_info("SIGHUP: nothing to reload yet");
+            reload(s);
             continue;
         }
         log_info("signal %u: stopping", si.ssi_signo);
