@@ -36,7 +36,7 @@
 #define SHRINK_IDLE_CALLS 3
 #define SHRINK_MAX_CALLS  32
 /* Allocation that does not count as a change of the heap (see on_revoke). */
-#define QUIET_ALLOC_BYTES (64u * 1024)
+#define QUIET_ALLOC_BYTES ((uint64_t)64 << 10)
 
 typedef void *(*mmap_fn)(void *, size_t, int, int, int, off_t);
 typedef int (*madvise_fn)(void *, size_t, int);

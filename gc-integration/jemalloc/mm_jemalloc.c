@@ -473,7 +473,7 @@ MM_JE_EXPORT int mm_jemalloc_arena(mm_client_t *client, unsigned *arena_index)
     extent_hooks_t *hp = &s->hooks;
     unsigned ind = 0;
     size_t sz = sizeof ind;
-    err = -mallctl("arenas.create", &ind, &sz, &hp, sizeof hp);
+    err = -mallctl("arenas.create", &ind, &sz, &hp, sizeof(extent_hooks_t *));
     if (err < 0)
         goto out;
     /* Keep each growth (and so the retained tail) small. */
