@@ -585,17 +585,15 @@ int mm__install(mm_server_t *s, mm_host_client_t *c, uint32_t slot, const uint32
  * put back any chunk word it rewrote. One SEEK_DATA per reclaimed run. */
 static void find_touched(mm_host_client_t *c)
 {
+    uint32_t rewritten = 0, touched = 0;
     for (uint32_t i = 0; i < c->chunk_count;) {
         if (!host_reclaimed(c, i)) {
             i++;
             continue;
         }
         uint32_t j = i;
-        while (j < c->chunk_count && host_reclaimed(c, j)) {
-            if (mm__frames_repair_reclaimed(&c->frames, j))
-                log_warn("client %u: chunk %u word rewritten while reclaimed", c->id, j);
-            j++;
-        }
+        while (j < c->chunk_count && host_reclaimed(c, j))
+            rewritten += mm__frames_repair_reclaimed(&c->frames, j++);
         uint64_t off = (uint64_t)i * MM_CHUNK_SIZE, len = (uint64_t)(j - i) * MM_CHUNK_SIZE;
         if (mm__range_has_data(c->region_fd, off, len) > 0) {
             for (uint32_t k = i; k < j; k++) {
@@ -603,14 +601,20 @@ static void find_touched(mm_host_client_t *c)
                     0)
                     continue;
                 c->touched_reclaimed++;
-                log_warn("client %u (%s): touched reclaimed chunk %u; punched again", c->id,
-                         c->name, k);
+                touched++;
                 punch_run(c, k, 1);
                 mm__refresh_resident(c);
             }
         }
         i = j;
     }
+    /* One line per look, however much a hostile client wrote. */
+    if (touched)
+        log_warn("client %u (%s): touched %u reclaimed chunks; punched again", c->id, c->name,
+                 touched);
+    if (rewritten)
+        log_warn("client %u (%s): %u reclaimed chunk words rewritten; put back", c->id, c->name,
+                 rewritten);
 }
 
 /* PSI "some avg10" of /proc/pressure/memory; 0 where the kernel has none. */

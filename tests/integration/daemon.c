@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -317,4 +318,67 @@ Test(daemon, discardable_chunks_are_taken_without_a_message_unless_pinned)
     cr_assert_eq(client_field(id, "discarded_bytes"), 3 * CHUNK);
     cr_assert_eq(client_field(id, "discardable_bytes"), 0);
     mm_client_close(c);
+}
+
+/* Random words over a mapping, fixed seed: a hostile client's scribbling. */
+static void scribble(volatile uint64_t *words, size_t n, uint64_t *seed, int rounds)
+{
+    for (int r = 0; r < rounds; r++) {
+        for (size_t i = 0; i < n; i++) {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            words[i] = *seed;
+        }
+    }
+}
+
+Test(daemon, a_client_scribbling_its_shared_state_harms_nobody_else)
+{
+    start_daemon("128M");
+    mm_proc_t good;
+    cr_assert_eq(mm__bench_hold_start(&good, &daemon_, "good", "32M", "8M"), 0);
+    int s = raw_connect();
+    mm_msg_hello_t m;
+    fill_hello(&m);
+    m.max_bytes = 32 * CHUNK;
+    cr_assert_eq(mm__send_msg(s, &m, sizeof m, NULL, 0), 0);
+    uint8_t buf[MM_MSG_MAX_BYTES] __attribute__((aligned(8)));
+    int fds[MM_FD_COUNT], nfds = 0;
+    cr_assert_eq(raw_recv(s, buf, fds, &nfds), MM_MSG_HELLO_REPLY);
+    const mm_msg_hello_reply_t *r = (const void *)buf;
+    size_t shared_bytes = r->shared_bytes;
+    uint64_t *shared =
+        mmap(NULL, shared_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fds[MM_FD_SHARED], 0);
+    cr_assert_neq(shared, MAP_FAILED);
+    uint8_t *region =
+        mmap(NULL, 32 * CHUNK, PROT_READ | PROT_WRITE, MAP_SHARED, fds[MM_FD_REGION], 0);
+    cr_assert_neq(region, MAP_FAILED);
+    memset(region, 0x5a, 8 * CHUNK); /* memory it was never granted */
+
+    /* Scribble everything, doorbell included, while the host changes its
+     * mind about capacity and serves the good client. */
+    uint64_t seed = 0x1234567;
+    const char *caps[] = {"64M", "48M", "96M", "40M", "128M"};
+    for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++) {
+        scribble(shared, shared_bytes / 8, &seed, 3);
+        (void)mm__doorbell_ring(fds[MM_FD_DOORBELL_TO_HOST]);
+        set_capacity(caps[i]);
+        uint64_t resident = status_field("resident_bytes");
+        cr_assert_neq(resident, 0, "the daemon answers (capacity %s)", caps[i]);
+        sleep_ms(150); /* a tick or two over the scribbled state */
+    }
+    uint32_t id = client_id_by_name("raw");
+    cr_assert_neq(id, 0, "the scribbler is still a client");
+    cr_assert_geq(client_field(id, "touched_reclaimed"), 1, "its stray writes were seen");
+    cr_assert_leq(client_field(id, "resident_bytes"), client_field(id, "granted_bytes"),
+                  "and punched again");
+    bool intact = false;
+    cr_assert_eq(mm__bench_hold_stop(&good, &intact), 0);
+    cr_assert(intact, "the good client's data is intact");
+    munmap(region, 32 * CHUNK);
+    munmap(shared, shared_bytes);
+    for (int i = 0; i < nfds; i++)
+        close(fds[i]);
+    close(s);
 }
