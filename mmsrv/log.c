@@ -20,15 +20,6 @@ int mm__log_parse_level(const char *name)
     return -EINVAL;
 }
 
-int mm__log_set_level(const char *name)
-{
-    int level = mm__log_parse_level(name);
-    if (level < 0)
-        return level;
-    current = (enum mm_log_level)level;
-    return 0;
-}
-
 void mm__log_set(enum mm_log_level level)
 {
     current = level;

@@ -6,10 +6,8 @@
 
 enum mm_log_level { MM_LOG_ERROR = 0, MM_LOG_WARN = 1, MM_LOG_INFO = 2, MM_LOG_DEBUG = 3 };
 
-/* Set the level from "error", "warn", "info" or "debug"; -EINVAL otherwise. */
-int mm__log_set_level(const char *name);
-
-/* The level a name stands for, or -EINVAL; and setting a level. */
+/* The level "error", "warn", "info" or "debug" stands for, or -EINVAL;
+ * and setting the level (at start-up or on the loop thread). */
 int mm__log_parse_level(const char *name);
 void mm__log_set(enum mm_log_level level);
 

@@ -231,40 +231,36 @@ static mm_host_client_t **client_list(mm_server_t *s, size_t *n)
     return list;
 }
 
+/* Granted or resident bytes of the clients in pool (ANY_POOL: all). */
+#define ANY_POOL (-1)
+static uint64_t sum_clients(mm_server_t *s, int pool, bool resident)
+{
+    struct cds_lfht_iter iter;
+    mm_host_client_t *c;
+    uint64_t sum = 0;
+    for_each_client(s, iter, c)
+    {
+        if (pool == ANY_POOL || c->pool == pool)
+            sum += resident ? c->resident_bytes : granted_of(c);
+    }
+    return sum;
+}
+
 uint64_t mm__total_granted(mm_server_t *s)
 {
-    struct cds_lfht_iter iter;
-    mm_host_client_t *c;
-    uint64_t sum = 0;
-    for_each_client(s, iter, c) sum += granted_of(c);
-    return sum;
+    return sum_clients(s, ANY_POOL, false);
 }
-
 uint64_t mm__total_resident(mm_server_t *s)
 {
-    struct cds_lfht_iter iter;
-    mm_host_client_t *c;
-    uint64_t sum = 0;
-    for_each_client(s, iter, c) sum += c->resident_bytes;
-    return sum;
+    return sum_clients(s, ANY_POOL, true);
 }
-
 uint64_t mm__pool_granted(mm_server_t *s, int pool)
 {
-    struct cds_lfht_iter iter;
-    mm_host_client_t *c;
-    uint64_t sum = 0;
-    for_each_client(s, iter, c) if (c->pool == pool) sum += granted_of(c);
-    return sum;
+    return sum_clients(s, pool, false);
 }
-
 uint64_t mm__pool_resident(mm_server_t *s, int pool)
 {
-    struct cds_lfht_iter iter;
-    mm_host_client_t *c;
-    uint64_t sum = 0;
-    for_each_client(s, iter, c) if (c->pool == pool) sum += c->resident_bytes;
-    return sum;
+    return sum_clients(s, pool, true);
 }
 
 void mm__refresh_resident(mm_host_client_t *c)
