@@ -5,5 +5,5 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   build-essential cmake pkg-config git \
-  libjemalloc-dev libgc-dev liburcu-dev libnuma-dev libcriterion-dev libjansson-dev \
+  libjemalloc-dev libgc-dev liburcu-dev libnuma-dev libcriterion-dev libjansson-dev zlib1g-dev \
   gnuplot-nox >/dev/null

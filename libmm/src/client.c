@@ -312,6 +312,11 @@ MM_EXPORT void *mm_client_base(const mm_client_t *c)
 {
     return c->base;
 }
+MM_EXPORT int mm_client_region_fd(const mm_client_t *c)
+{
+    return c->fds[MM_FD_REGION];
+}
+
 MM_EXPORT uint64_t mm_client_region_bytes(const mm_client_t *c)
 {
     return c->region_bytes;

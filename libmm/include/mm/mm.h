@@ -106,6 +106,10 @@ MM_EXPORT void mm_client_close(mm_client_t *client);
 /* The region mapping: base and size. */
 MM_EXPORT void *mm_client_base(const mm_client_t *client);
 MM_EXPORT uint64_t mm_client_region_bytes(const mm_client_t *client);
+/* The region's memfd, owned by the client (never close it): for pread,
+ * pwrite and mappings of frames at other addresses (a guest model's
+ * guest-virtual memory). Map it MADV_DONTFORK, as libmm does. */
+MM_EXPORT int mm_client_region_fd(const mm_client_t *client);
 MM_EXPORT uint32_t mm_client_id(const mm_client_t *client);
 
 /*
@@ -155,6 +159,24 @@ MM_EXPORT int mm_client_stats(mm_client_t *client, mm_client_stats_t *stats);
  * call that handles what it rang for (runs the revocation handler). */
 MM_EXPORT int mm_client_fd(const mm_client_t *client);
 MM_EXPORT int mm_client_dispatch(mm_client_t *client);
+
+/*
+ * A source of frames other than a client's own region, for the runtime
+ * adapters (libmm-gc, libmm-jemalloc): a guest model serves an in-guest
+ * runtime's heap from its guest-virtual memory this way. Each call has the
+ * contract of the libmm call it is named after (mm_alloc, mm_free,
+ * mm_release); resident_bytes returns the bytes the source's memory holds
+ * resident now (an adapter measures what a shrink gave with it). The calls
+ * may be made from any thread, also with the runtime's own locks held, so a
+ * source must never wait for the runtime. arg is passed to each call.
+ */
+typedef struct mm_frame_source {
+    int (*alloc)(void *arg, size_t bytes, size_t align, void **out);
+    int (*free)(void *arg, void *addr, size_t bytes);
+    int (*release)(void *arg, void *addr, size_t bytes);
+    int64_t (*resident_bytes)(void *arg);
+    void *arg;
+} mm_frame_source_t;
 
 /* Parse a size like "4096", "512K", "200M", "4G" into *out. -EINVAL on junk
  * or overflow. */
