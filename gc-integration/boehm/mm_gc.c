@@ -2,15 +2,26 @@
  * mm-gc: libgc's heap in mm frames (see <mm/gc.h> for the contract).
  *
  * This file owns three things: the mmap/madvise definitions that interpose
- * on libgc.so's PLT calls (serving its heap from the client's region), the
+ * on libgc.so's PLT calls (serving its heap from a frame source), the
  * revocation handler that collects and unmaps, and the collection-event
  * callback that reports usage to the host.
  *
- * State: g_client is the attached client (NULL: every hook passes through);
- * g_gc_lo..g_gc_hi is the address range of libgc.so's loaded segments, set
- * before g_client is published with release order and never changed after.
- * The hooks never call malloc, never call libgc, never wait for anything but
- * mm_alloc()'s install round trip, which the daemon answers at once.
+ * One code path serves both ways of attaching: mm_gc_open() builds a frame
+ * source over its client (alloc = mm_alloc, release = mm_release,
+ * resident_bytes = the client's st_blocks residency), mm_gc_open_source()
+ * copies the caller's. The hooks and the shrink loop only ever call the
+ * source.
+ *
+ * State: g_source is the attached source (NULL: every hook passes through)
+ * and g_client the client behind it when mm_gc_open() attached (NULL for a
+ * caller's source: nobody reports to a host then). g_gc_lo..g_gc_hi is the
+ * address range of libgc.so's loaded segments, set before g_source is
+ * published with release order and never changed after. g_span_lo..g_span_hi
+ * holds every range the source served: the client's region, or for a
+ * caller's source the bounds of what the mmap hook served so far (widened by
+ * the hook, under libgc's allocation lock). The hooks never call malloc,
+ * never call libgc, never wait for anything but the source (for a client,
+ * mm_alloc()'s install round trip, which the daemon answers at once).
  */
 #define GC_THREADS
 #include <gc/gc.h>
@@ -41,9 +52,11 @@
 typedef void *(*mmap_fn)(void *, size_t, int, int, int, off_t);
 typedef int (*madvise_fn)(void *, size_t, int);
 
-static _Atomic(mm_client_t *) g_client;
-static uintptr_t g_gc_lo, g_gc_hi; /* libgc.so's segments: [lo, hi) */
-static uintptr_t g_region_lo, g_region_hi;
+static _Atomic(const mm_frame_source_t *) g_source; /* &g_source_copy or NULL */
+static mm_frame_source_t g_source_copy;             /* written only while detached */
+static _Atomic(mm_client_t *) g_client;             /* mm_gc_open()'s client, else NULL */
+static uintptr_t g_gc_lo, g_gc_hi;                  /* libgc.so's segments: [lo, hi) */
+static _Atomic uintptr_t g_span_lo, g_span_hi;      /* served ranges lie in [lo, hi) */
 static mmap_fn real_mmap;
 static madvise_fn real_madvise;
 static GC_on_collection_event_proc g_prev_event;
@@ -97,20 +110,61 @@ static bool from_libgc(uintptr_t ret)
     return ret >= g_gc_lo && ret < g_gc_hi;
 }
 
-/* libgc's heap request, served from frames. Heap sections of 2 MiB or more
- * get chunk alignment, so that whole chunks back them. */
-static void *serve_mmap(mm_client_t *c, size_t len)
+/* ---- The client's own frame source -------------------------------------- */
+
+static int client_alloc(void *arg, size_t bytes, size_t align, void **out)
+{
+    return mm_alloc(arg, bytes, align, out);
+}
+
+static int client_free(void *arg, void *addr, size_t bytes)
+{
+    return mm_free(arg, addr, bytes);
+}
+
+static int client_release(void *arg, void *addr, size_t bytes)
+{
+    return mm_release(arg, addr, bytes);
+}
+
+static int64_t client_resident(void *arg)
+{
+    mm_client_stats_t s;
+    int err = mm_client_stats(arg, &s);
+    return err < 0 ? err : (int64_t)s.resident_bytes;
+}
+
+/* ---- Hooks --------------------------------------------------------------- */
+
+/* Take [lo, hi) into the span of served ranges. Callers hold libgc's
+ * allocation lock; the loops only make the span safe without it. */
+static void span_widen(uintptr_t lo, uintptr_t hi)
+{
+    uintptr_t cur = atomic_load_explicit(&g_span_lo, memory_order_relaxed);
+    while (lo < cur && !atomic_compare_exchange_weak_explicit(
+                           &g_span_lo, &cur, lo, memory_order_relaxed, memory_order_relaxed))
+        ;
+    cur = atomic_load_explicit(&g_span_hi, memory_order_relaxed);
+    while (hi > cur && !atomic_compare_exchange_weak_explicit(
+                           &g_span_hi, &cur, hi, memory_order_relaxed, memory_order_relaxed))
+        ;
+}
+
+/* libgc's heap request, served from the source. Heap sections of 2 MiB or
+ * more get chunk alignment, so that whole chunks back them. */
+static void *serve_mmap(const mm_frame_source_t *src, size_t len)
 {
     size_t bytes = (len + FRAME_BYTES - 1) & ~(FRAME_BYTES - 1);
     size_t align = bytes >= CHUNK_BYTES ? CHUNK_BYTES : FRAME_BYTES;
     void *p = NULL;
-    /* No retry and no wait: a refusal is the host's answer, and libgc holds
-     * its lock here (the revocation handler needs that lock). */
-    int err = mm_alloc(c, bytes, align, &p);
-    if (err < 0) {
+    /* No retry and no wait: a refusal is the source's answer (for a client,
+     * the host's), and libgc holds its lock here (a shrink needs that lock). */
+    int err = src->alloc(src->arg, bytes, align, &p);
+    if (err < 0 || p == NULL) {
         errno = ENOMEM;
         return MAP_FAILED;
     }
+    span_widen((uintptr_t)p, (uintptr_t)p + bytes);
     atomic_fetch_add_explicit(&g_served_bytes, bytes, memory_order_relaxed);
     return p;
 }
@@ -119,27 +173,29 @@ __attribute__((visibility("default"))) void *mmap(void *addr, size_t len, int pr
                                                   int fd, off_t off)
 {
     uintptr_t ret = (uintptr_t)__builtin_return_address(0);
-    mm_client_t *c = atomic_load_explicit(&g_client, memory_order_acquire);
-    if (c && from_libgc(ret) && fd == -1 && off == 0 && len > 0 &&
+    const mm_frame_source_t *src = atomic_load_explicit(&g_source, memory_order_acquire);
+    if (src && from_libgc(ret) && fd == -1 && off == 0 && len > 0 &&
         prot == (PROT_READ | PROT_WRITE) &&
         (flags & ~MAP_NORESERVE) == (MAP_PRIVATE | MAP_ANONYMOUS))
-        return serve_mmap(c, len);
+        return serve_mmap(src, len);
     return pass_mmap(addr, len, prot, flags, fd, off);
 }
 
 __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int advice)
 {
     uintptr_t ret = (uintptr_t)__builtin_return_address(0);
-    mm_client_t *c = atomic_load_explicit(&g_client, memory_order_acquire);
+    const mm_frame_source_t *src = atomic_load_explicit(&g_source, memory_order_acquire);
     uintptr_t a = (uintptr_t)addr;
-    if (c && from_libgc(ret) && advice == MADV_DONTNEED && a >= g_region_lo && a < g_region_hi &&
-        len <= g_region_hi - a) {
+    uintptr_t span_lo = atomic_load_explicit(&g_span_lo, memory_order_relaxed);
+    uintptr_t span_hi = atomic_load_explicit(&g_span_hi, memory_order_relaxed);
+    if (src && from_libgc(ret) && advice == MADV_DONTNEED && a >= span_lo && a < span_hi &&
+        len <= span_hi - a) {
         /* Owner punch of the whole frames inside the range: libgc reuses it
          * later without a call, so the frames stay owned. */
         uintptr_t lo = (a + FRAME_BYTES - 1) & ~(uintptr_t)(FRAME_BYTES - 1);
         uintptr_t hi = (a + len) & ~(uintptr_t)(FRAME_BYTES - 1);
         if (hi > lo) {
-            int err = mm_release(c, (void *)lo, hi - lo);
+            int err = src->release(src->arg, (void *)lo, hi - lo);
             if (err < 0) {
                 errno = -err;
                 return -1;
@@ -197,40 +253,40 @@ static void report_now(mm_client_t *c)
     (void)mm_report(c, &u); /* best effort, as above */
 }
 
-static uint64_t resident_bytes(mm_client_t *c)
-{
-    mm_client_stats_t s;
-    return mm_client_stats(c, &s) == 0 ? s.resident_bytes : 0;
-}
-
 /*
  * Collect and unmap until want bytes of residency are gone (0: no limit),
  * three calls in a row drop nothing, or the next call would pass deadline_ns
  * (0: none). libgc unmaps only blocks free for more than one collection, so
- * fresh garbage takes two or three calls. Returns the drop.
+ * fresh garbage takes two or three calls. Residency is the source's
+ * resident_bytes; a reading that fails counts as no drop. Reports to the
+ * host when a client is attached. Returns the drop (0 if the source could
+ * not measure).
  */
-static int64_t shrink(mm_client_t *c, uint64_t want, uint64_t deadline_ns)
+static int64_t shrink(const mm_frame_source_t *src, uint64_t want, uint64_t deadline_ns)
 {
-    uint64_t start = resident_bytes(c), low = start;
+    int64_t start = src->resident_bytes(src->arg), low = start;
     int idle = 0;
     for (int i = 0; i < SHRINK_MAX_CALLS && idle < SHRINK_IDLE_CALLS; i++) {
         uint64_t t0 = now_ns();
         GC_gcollect_and_unmap();
         uint64_t t1 = now_ns();
-        uint64_t r = resident_bytes(c);
-        if (r < low) {
+        int64_t r = src->resident_bytes(src->arg);
+        if (r >= 0 && r < low) {
             low = r;
             idle = 0;
         } else {
             idle++;
         }
-        if (want && start - low >= want)
+        if (want && low >= 0 && (uint64_t)(start - low) >= want)
             break;
         if (deadline_ns && t1 + (t1 - t0) > deadline_ns)
             break;
     }
-    report_now(c);
-    return (int64_t)start - (int64_t)resident_bytes(c);
+    mm_client_t *c = atomic_load_explicit(&g_client, memory_order_acquire);
+    if (c)
+        report_now(c);
+    int64_t end = src->resident_bytes(src->arg);
+    return start < 0 || end < 0 ? 0 : start - end;
 }
 
 /* Revocation handler, on libmm's answer thread. The thread joins the GC
@@ -238,9 +294,10 @@ static int64_t shrink(mm_client_t *c, uint64_t want, uint64_t deadline_ns)
  * every collection). */
 static uint64_t on_revoke(mm_client_t *c, const mm_revoke_request_t *req, void *arg)
 {
-    (void)arg;
-    if (!GC_is_init_called())
-        return 0; /* no heap yet: nothing to give */
+    (void)c, (void)arg;
+    const mm_frame_source_t *src = atomic_load_explicit(&g_source, memory_order_acquire);
+    if (!src || !GC_is_init_called())
+        return 0; /* not attached yet, or no heap yet: nothing to give */
     bool joined = false;
     if (!GC_thread_is_registered()) {
         /* GC_allow_register_threads() starts the markers and turns on
@@ -264,7 +321,7 @@ static uint64_t on_revoke(mm_client_t *c, const mm_revoke_request_t *req, void *
     uint64_t total = GC_get_total_bytes();
     if (atomic_load_explicit(&g_collections, memory_order_relaxed) != g_fruitless_collections ||
         total - g_fruitless_total_bytes > QUIET_ALLOC_BYTES) {
-        dropped = shrink(c, req->bytes, req->deadline_ns);
+        dropped = shrink(src, req->bytes, req->deadline_ns);
         g_fruitless_collections =
             dropped <= 0 ? atomic_load_explicit(&g_collections, memory_order_relaxed) : UINT64_MAX;
         g_fruitless_total_bytes = GC_get_total_bytes();
@@ -277,9 +334,11 @@ static uint64_t on_revoke(mm_client_t *c, const mm_revoke_request_t *req, void *
     return given;
 }
 
-/* A child of fork() has no region mapping: let its hooks pass through. */
+/* A child of fork() has no region mapping (and must not write the parent's
+ * source): let its hooks pass through. */
 static void detach_in_child(void)
 {
+    atomic_store_explicit(&g_source, NULL, memory_order_release);
     atomic_store_explicit(&g_client, NULL, memory_order_release);
 }
 
@@ -313,11 +372,49 @@ static int find_gc_segments(struct dl_phdr_info *info, size_t size, void *arg)
     return 1;
 }
 
+/* libgc.so's segments, or -ELIBACC if it is not loaded. */
+static int find_libgc(struct find_gc *f)
+{
+    *f = (struct find_gc){.probe = (uintptr_t)(void *)GC_gcollect_and_unmap};
+    return dl_iterate_phdr(find_gc_segments, f) ? 0 : -ELIBACC;
+}
+
+/*
+ * Attach src (copied) and, for mm_gc_open(), its client c, whose region is
+ * the span; a caller's source starts with an empty span. Not concurrent with
+ * anything; on failure nothing is attached.
+ */
+static int attach(const mm_frame_source_t *src, mm_client_t *c, const struct find_gc *f)
+{
+    static bool once;
+    if (!once) {
+        /* pthread_atfork fails only without memory; then a child would keep
+         * the hooks attached to memory it does not have, so say no. */
+        if (pthread_atfork(NULL, NULL, detach_in_child) != 0)
+            return -ENOMEM;
+        once = true;
+        g_prev_event = GC_get_on_collection_event();
+        GC_set_on_collection_event(on_collection_event);
+    }
+    g_gc_lo = f->lo;
+    g_gc_hi = f->hi;
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    if (c) {
+        lo = (uintptr_t)mm_client_base(c);
+        hi = lo + mm_client_region_bytes(c);
+    }
+    atomic_store_explicit(&g_span_lo, lo, memory_order_relaxed);
+    atomic_store_explicit(&g_span_hi, hi, memory_order_relaxed);
+    g_source_copy = *src;
+    atomic_store_explicit(&g_client, c, memory_order_release);
+    atomic_store_explicit(&g_source, &g_source_copy, memory_order_release);
+    return 0;
+}
+
 MM_GC_EXPORT int mm_gc_open(const char *socket_path, const mm_client_opts_t *opts,
                             mm_client_t **out)
 {
-    static bool once;
-    if (atomic_load_explicit(&g_client, memory_order_acquire))
+    if (atomic_load_explicit(&g_source, memory_order_acquire))
         return -EBUSY;
     mm_client_opts_t o;
     if (opts)
@@ -327,9 +424,10 @@ MM_GC_EXPORT int mm_gc_open(const char *socket_path, const mm_client_opts_t *opt
     if (o.on_revoke)
         return -EINVAL;
 
-    struct find_gc f = {.probe = (uintptr_t)(void *)GC_gcollect_and_unmap};
-    if (!dl_iterate_phdr(find_gc_segments, &f))
-        return -ELIBACC;
+    struct find_gc f;
+    int err = find_libgc(&f);
+    if (err < 0)
+        return err;
 
     if (o.flags & MM_GC_NO_THREAD)
         o.flags &= ~(unsigned)MM_GC_NO_THREAD;
@@ -338,33 +436,43 @@ MM_GC_EXPORT int mm_gc_open(const char *socket_path, const mm_client_opts_t *opt
     o.on_revoke = on_revoke;
     o.revoke_arg = NULL;
     mm_client_t *c = NULL;
-    int err = mm_client_open(socket_path, &o, &c);
+    err = mm_client_open(socket_path, &o, &c);
     if (err < 0)
         return err;
 
-    g_gc_lo = f.lo;
-    g_gc_hi = f.hi;
-    g_region_lo = (uintptr_t)mm_client_base(c);
-    g_region_hi = g_region_lo + mm_client_region_bytes(c);
-    if (!once) {
-        once = true;
-        /* pthread_atfork fails only without memory; then a child would keep
-         * the hooks attached to a region it does not have, so say no. */
-        if (pthread_atfork(NULL, NULL, detach_in_child) != 0) {
-            mm_client_close(c);
-            return -ENOMEM;
-        }
-        g_prev_event = GC_get_on_collection_event();
-        GC_set_on_collection_event(on_collection_event);
+    const mm_frame_source_t own = {
+        .alloc = client_alloc,
+        .free = client_free,
+        .release = client_release,
+        .resident_bytes = client_resident,
+        .arg = c,
+    };
+    err = attach(&own, c, &f);
+    if (err < 0) {
+        mm_client_close(c);
+        return err;
     }
-    atomic_store_explicit(&g_client, c, memory_order_release);
     if (out)
         *out = c;
     return 0;
 }
 
+MM_GC_EXPORT int mm_gc_open_source(const mm_frame_source_t *source)
+{
+    if (atomic_load_explicit(&g_source, memory_order_acquire))
+        return -EBUSY;
+    if (!source || !source->alloc || !source->release || !source->resident_bytes)
+        return -EINVAL;
+    struct find_gc f;
+    int err = find_libgc(&f);
+    if (err < 0)
+        return err;
+    return attach(source, NULL, &f);
+}
+
 MM_GC_EXPORT void mm_gc_close(void)
 {
+    atomic_store_explicit(&g_source, NULL, memory_order_release);
     mm_client_t *c = atomic_exchange(&g_client, NULL);
     if (c)
         mm_client_close(c);
@@ -377,7 +485,7 @@ MM_GC_EXPORT mm_client_t *mm_gc_client(void)
 
 MM_GC_EXPORT int mm_gc_stats(mm_gc_stats_t *out)
 {
-    if (!atomic_load_explicit(&g_client, memory_order_acquire))
+    if (!atomic_load_explicit(&g_source, memory_order_acquire))
         return -ENOTCONN;
     memset(out, 0, sizeof *out);
     if (GC_is_init_called()) {
@@ -401,10 +509,10 @@ MM_GC_EXPORT int mm_gc_stats(mm_gc_stats_t *out)
 
 MM_GC_EXPORT int64_t mm_gc_shrink(void)
 {
-    mm_client_t *c = atomic_load_explicit(&g_client, memory_order_acquire);
-    if (!c)
+    const mm_frame_source_t *src = atomic_load_explicit(&g_source, memory_order_acquire);
+    if (!src)
         return -ENOTCONN;
     if (!GC_is_init_called())
         return 0;
-    return shrink(c, 0, 0);
+    return shrink(src, 0, 0);
 }

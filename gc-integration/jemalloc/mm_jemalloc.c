@@ -1,7 +1,11 @@
 /*
  * jemalloc arenas backed by mm frames (see mm/jemalloc.h). One slot per
- * client holds the extent hooks jemalloc calls (first member, so a hooks
- * pointer is its slot), the client, the arena index and counters. Slots are
+ * client or caller's frame source holds the extent hooks jemalloc calls
+ * (first member, so a hooks pointer is its slot), the frame source the hooks
+ * call, the client if there is one, the arena index and counters. A client's
+ * slot holds a source built over the client (alloc = mm_alloc, free =
+ * mm_free, release = mm_release, resident_bytes = the client's st_blocks
+ * residency), so the hooks and the purge have one code path. Slots are
  * static: the hooks never allocate and never call malloc, and jemalloc keeps
  * the hooks pointer for the arena's lifetime.
  */
@@ -22,12 +26,28 @@
 #define FRAME ((size_t)MM_FRAME_SIZE)
 #define CHUNK ((size_t)MM_CHUNK_SIZE)
 
+/* Arena metadata blocks a slot can hold. jemalloc's base blocks grow through
+ * the page size classes (2 MiB for the first ~30, then a quarter larger per
+ * step), so this is far more than any arena's metadata needs. */
+#define META_BLOCKS 256
+
 typedef struct je_slot {
-    extent_hooks_t hooks;          /* first: jemalloc hands this pointer back */
-    _Atomic(mm_client_t *) client; /* NULL: slot free */
-    uintptr_t base, size;          /* the client's region */
+    extent_hooks_t hooks; /* first: jemalloc hands this pointer back */
+    /* The frames: &source once it is set (release order), NULL before and
+     * after (the hooks refuse then). source is a client's own (arg is the
+     * client) or a copy of the caller's. */
+    _Atomic(const mm_frame_source_t *) src;
+    mm_frame_source_t source;
+    _Atomic(mm_client_t *) client; /* the client; NULL for a caller's source */
     _Atomic unsigned arena;        /* valid when has_arena */
     _Atomic bool has_arena;
+    bool claimed; /* false: slot free (read and written under slots_lock) */
+    /* Metadata blocks in private memory: [lo, lo + bytes), bytes 0 for none
+     * or unmapped; entries [0, meta_n) were claimed, append only. */
+    _Atomic unsigned meta_n;
+    struct {
+        _Atomic uintptr_t lo, bytes;
+    } meta[META_BLOCKS];
     _Atomic uint64_t frame_bytes, metadata_bytes;
     _Atomic uint64_t alloc_calls, alloc_failures, dalloc_calls, destroy_calls;
     _Atomic uint64_t decommit_calls, purge_calls, split_calls, merge_calls, hook_errors;
@@ -58,10 +78,28 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static bool in_region(const je_slot_t *s, const void *addr, size_t size)
+/* ---- The client's own frame source -------------------------------------- */
+
+static int client_alloc(void *arg, size_t bytes, size_t align, void **out)
 {
-    uintptr_t a = (uintptr_t)addr;
-    return a >= s->base && a - s->base < s->size && size <= s->size - (a - s->base);
+    return mm_alloc(arg, bytes, align, out);
+}
+
+static int client_free(void *arg, void *addr, size_t bytes)
+{
+    return mm_free(arg, addr, bytes);
+}
+
+static int client_release(void *arg, void *addr, size_t bytes)
+{
+    return mm_release(arg, addr, bytes);
+}
+
+static int64_t client_resident(void *arg)
+{
+    mm_client_stats_t st;
+    int err = mm_client_stats(arg, &st);
+    return err < 0 ? err : (int64_t)st.resident_bytes;
 }
 
 static bool is_mm_arena(unsigned ind)
@@ -74,7 +112,8 @@ static bool is_mm_arena(unsigned ind)
 
 /* ---- Extent hooks (never malloc, never abort; false = success) --------- */
 
-/* Arena metadata: private anonymous memory aligned to alignment. */
+/* Arena metadata: private anonymous memory aligned to alignment, recorded
+ * in the slot's table (a full table refuses). */
 static void *metadata_map(je_slot_t *s, size_t size, size_t alignment)
 {
     size_t span = size + alignment;
@@ -87,15 +126,36 @@ static void *metadata_map(je_slot_t *s, size_t size, size_t alignment)
         munmap(p, lead); /* cannot fail on a range we just mapped */
     if (trail)
         munmap((char *)a + size, trail);
+    unsigned i = atomic_fetch_add_explicit(&s->meta_n, 1, memory_order_relaxed);
+    if (i >= META_BLOCKS) {
+        munmap((void *)a, size); /* as above */
+        return NULL;
+    }
+    atomic_store_explicit(&s->meta[i].lo, a, memory_order_relaxed);
+    atomic_store_explicit(&s->meta[i].bytes, size, memory_order_release);
     add_relaxed(&s->metadata_bytes, size);
     return (void *)a;
 }
 
+/* The index of the metadata block holding addr, or -1: addr is frames. */
+static int metadata_find(je_slot_t *s, const void *addr)
+{
+    unsigned n = atomic_load_explicit(&s->meta_n, memory_order_relaxed);
+    uintptr_t a = (uintptr_t)addr;
+    for (unsigned i = 0; i < n && i < META_BLOCKS; i++) {
+        uintptr_t bytes = atomic_load_explicit(&s->meta[i].bytes, memory_order_acquire);
+        uintptr_t lo = atomic_load_explicit(&s->meta[i].lo, memory_order_relaxed);
+        if (bytes && a >= lo && a - lo < bytes)
+            return (int)i;
+    }
+    return -1;
+}
+
 /*
- * Take a run of frames. libmm's multi-chunk path calls malloc; if this
- * thread's arena is an mm arena, that malloc could come back into this arena
- * while jemalloc holds its grow lock, so such runs are taken with the thread
- * switched to arena 0 for the call.
+ * Take a run of frames from the slot's source. libmm's allocation path takes
+ * no lock jemalloc holds and never mallocs; a caller's source promises the
+ * same (it never waits for the runtime, mm.h), so the call is safe inside the
+ * hook, with jemalloc's grow lock held.
  */
 static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t alignment,
                         bool *zero, bool *commit, unsigned arena_ind)
@@ -103,8 +163,8 @@ static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t a
     (void)arena_ind;
     je_slot_t *s = (je_slot_t *)h;
     add_relaxed(&s->alloc_calls, 1);
-    mm_client_t *c = atomic_load_explicit(&s->client, memory_order_acquire);
-    if (new_addr != NULL || c == NULL || atomic_load(&in_child) || size == 0 ||
+    const mm_frame_source_t *src = atomic_load_explicit(&s->src, memory_order_acquire);
+    if (new_addr != NULL || src == NULL || atomic_load(&in_child) || size == 0 ||
         (alignment & (alignment - 1))) {
         add_relaxed(&s->alloc_failures, 1);
         return NULL; /* cannot place at a given address: jemalloc copes */
@@ -122,9 +182,7 @@ static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t a
     if (size >= CHUNK && align < CHUNK)
         align = CHUNK;
     void *p = NULL;
-    /* libmm's allocation path takes no lock jemalloc holds and never
-     * mallocs, so it is safe inside the hook. */
-    if (mm_alloc(c, size, align, &p) < 0) {
+    if (src->alloc(src->arg, size, align, &p) < 0 || p == NULL) {
         add_relaxed(&s->alloc_failures, 1);
         return NULL;
     }
@@ -137,23 +195,29 @@ static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t a
     return p;
 }
 
-/* Give a run back: punch it, then free the frames. false = done. */
+/* Give a run back: punch it, then free the frames (metadata: unmap it).
+ * false = done. */
 static bool give_back(je_slot_t *s, void *addr, size_t size)
 {
-    mm_client_t *c = atomic_load_explicit(&s->client, memory_order_acquire);
-    if (atomic_load(&in_child) || c == NULL)
-        return true; /* no region here: jemalloc keeps the extent */
-    if (!in_region(s, addr, size)) {
+    const mm_frame_source_t *src = atomic_load_explicit(&s->src, memory_order_acquire);
+    if (atomic_load(&in_child) || src == NULL)
+        return true; /* no frames here: jemalloc keeps the extent */
+    int meta = metadata_find(s, addr);
+    if (meta >= 0) {
         if (munmap(addr, size) != 0) {
             add_relaxed(&s->hook_errors, 1);
             return true;
         }
+        /* jemalloc gives base blocks back whole, at arena destruction. */
+        if (atomic_load_explicit(&s->meta[meta].lo, memory_order_relaxed) == (uintptr_t)addr &&
+            atomic_load_explicit(&s->meta[meta].bytes, memory_order_relaxed) == size)
+            atomic_store_explicit(&s->meta[meta].bytes, 0, memory_order_release);
         atomic_fetch_sub_explicit(&s->metadata_bytes, size, memory_order_relaxed);
         return false;
     }
-    int err = mm_release(c, addr, size);
+    int err = src->release(src->arg, addr, size);
     if (err == 0)
-        err = mm_free(c, addr, size);
+        err = src->free(src->arg, addr, size);
     if (err < 0) {
         add_relaxed(&s->hook_errors, 1);
         return true;
@@ -191,13 +255,13 @@ static bool hook_commit(extent_hooks_t *h, void *addr, size_t size, size_t offse
 /* Owner punch: the frames stay owned, their pages go. */
 static bool punch(je_slot_t *s, void *addr, size_t offset, size_t length)
 {
-    mm_client_t *c = atomic_load_explicit(&s->client, memory_order_acquire);
-    if (atomic_load(&in_child) || c == NULL)
+    const mm_frame_source_t *src = atomic_load_explicit(&s->src, memory_order_acquire);
+    if (atomic_load(&in_child) || src == NULL)
         return true;
     char *p = (char *)addr + offset;
-    if (!in_region(s, p, length))
+    if (metadata_find(s, p) >= 0)
         return madvise(p, length, MADV_DONTNEED) != 0; /* metadata: never expected */
-    if (mm_release(c, p, length) < 0) {
+    if (src->release(src->arg, p, length) < 0) {
         add_relaxed(&s->hook_errors, 1);
         return true;
     }
@@ -230,15 +294,17 @@ static bool hook_split(extent_hooks_t *h, void *addr, size_t size, size_t size_a
     return false; /* frames can be freed in any sub-range */
 }
 
-/* Merging is allowed when both sides are frames (mm_free takes any range of
- * allocated frames, across chunks) or both metadata; never a mix. */
+/* Merging is allowed when both sides are frames (the source frees any range
+ * of frames it allocated, across allocations and chunks, as mm_free does);
+ * never with metadata, whose blocks are recorded one by one (jemalloc does
+ * not merge base blocks anyway). */
 static bool hook_merge(extent_hooks_t *h, void *addr_a, size_t size_a, void *addr_b, size_t size_b,
                        bool committed, unsigned arena_ind)
 {
-    (void)committed, (void)arena_ind;
+    (void)size_a, (void)size_b, (void)committed, (void)arena_ind;
     je_slot_t *s = (je_slot_t *)h;
     add_relaxed(&s->merge_calls, 1);
-    return in_region(s, addr_a, size_a) != in_region(s, addr_b, size_b);
+    return metadata_find(s, addr_a) >= 0 || metadata_find(s, addr_b) >= 0;
 }
 
 /* ---- Fork --------------------------------------------------------------- */
@@ -276,19 +342,105 @@ static je_slot_t *slot_of(const mm_client_t *c)
     return NULL;
 }
 
-/* Claim a free slot (slots_lock held); *s is zeroed but for its lock. */
+/* Claim a free slot (slots_lock held); *s is zeroed but for its lock and
+ * claimed. NULL when all MM_JEMALLOC_MAX_CLIENTS are taken. */
 static je_slot_t *slot_claim(void)
 {
     for (size_t i = 0; i < MM_JEMALLOC_MAX_CLIENTS; i++) {
         je_slot_t *s = &slots[i];
-        if (atomic_load(&s->client) == NULL && !atomic_load(&s->has_arena)) {
+        if (!s->claimed) {
             pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
             memset(s, 0, sizeof *s);
             s->purge_lock = lock;
+            s->claimed = true;
             return s;
         }
     }
     return NULL;
+}
+
+/* Give the slot's frames to the hooks: a copy of *src, or (src NULL) the
+ * client's own source. The slot is claimed and has no arena yet. */
+static void slot_attach(je_slot_t *s, const mm_frame_source_t *src, mm_client_t *c)
+{
+    if (src) {
+        s->source = *src;
+    } else {
+        s->source = (mm_frame_source_t){
+            .alloc = client_alloc,
+            .free = client_free,
+            .release = client_release,
+            .resident_bytes = client_resident,
+            .arg = c,
+        };
+    }
+    atomic_store_explicit(&s->client, c, memory_order_release);
+    atomic_store_explicit(&s->src, &s->source, memory_order_release);
+}
+
+/* Free the slot (slots_lock held; its arena, if any, is destroyed). */
+static void slot_release(je_slot_t *s)
+{
+    atomic_store_explicit(&s->src, NULL, memory_order_release);
+    atomic_store_explicit(&s->client, NULL, memory_order_release);
+    s->claimed = false;
+}
+
+/* Create the slot's arena with the extent hooks (slots_lock held). */
+static int arena_create(je_slot_t *s, unsigned *arena_index)
+{
+    s->hooks = (extent_hooks_t){
+        .alloc = hook_alloc,
+        .dalloc = hook_dalloc,
+        .destroy = hook_destroy,
+        .commit = hook_commit,
+        .decommit = hook_decommit,
+        .purge_lazy = hook_purge,
+        .purge_forced = hook_purge,
+        .split = hook_split,
+        .merge = hook_merge,
+    };
+    extent_hooks_t *hp = &s->hooks;
+    unsigned ind = 0;
+    size_t sz = sizeof ind;
+    int err = -mallctl("arenas.create", &ind, &sz, &hp, sizeof(extent_hooks_t *));
+    if (err < 0)
+        return err;
+    /* Keep each growth (and so the retained tail) small. */
+    char key[64];
+    size_t limit = CHUNK;
+    snprintf(key, sizeof key, "arena.%u.retain_grow_limit", ind);
+    (void)mallctl(key, NULL, NULL, &limit, sizeof limit); /* fails only without retain */
+    atomic_store(&s->arena, ind);
+    atomic_store(&s->has_arena, true);
+    *arena_index = ind;
+    return 0;
+}
+
+/*
+ * Destroy the slot's arena, if it has one (slots_lock held). Returns false if
+ * jemalloc refused (another thread still uses the arena: its memory must
+ * stay, a leak but never a fault).
+ */
+static bool arena_destroy(je_slot_t *s)
+{
+    if (!atomic_load(&s->has_arena))
+        return true;
+    unsigned ind = atomic_load(&s->arena), cur = 0, zero_arena = 0;
+    size_t sz = sizeof cur;
+    if (mallctl("thread.arena", &cur, &sz, NULL, 0) == 0 && cur == ind)
+        (void)mallctl("thread.arena", NULL, NULL, &zero_arena, sizeof zero_arena);
+    (void)mallctl("thread.tcache.flush", NULL, NULL, NULL, 0); /* no tcache: nothing held */
+    char key[64];
+    snprintf(key, sizeof key, "arena.%u.destroy", ind);
+    /* Under purge_lock: a purge (or a revocation answered on libmm's thread)
+     * never runs on an arena being destroyed. */
+    pthread_mutex_lock(&s->purge_lock);
+    bool destroyed = mallctl(key, NULL, NULL, NULL, 0) == 0;
+    if (destroyed)
+        atomic_store(&s->has_arena, false);
+    pthread_mutex_unlock(&s->purge_lock);
+    return destroyed;
 }
 
 static int arena_ctl_u64(unsigned ind, const char *name, uint64_t *out)
@@ -345,41 +497,41 @@ static int report_slot(je_slot_t *s)
     return mm_report(c, &u);
 }
 
-/* Purge the slot's arena; returns the residency drop (>= 0) or -errno. */
+/* Purge the slot's arena; returns the drop of the source's residency (>= 0)
+ * or -errno. Reports to the host when the slot has a client. */
 static int64_t purge_slot(je_slot_t *s)
 {
-    mm_client_t *c = atomic_load(&s->client);
-    if (!c)
-        return 0;
-    /* Under purge_lock, which mm_jemalloc_close() holds while it destroys the
+    /* Under purge_lock, which arena_destroy() holds while it destroys the
      * arena: a revocation answered on libmm's thread never purges an arena
      * being destroyed. */
     pthread_mutex_lock(&s->purge_lock);
-    if (!atomic_load(&s->has_arena)) {
+    const mm_frame_source_t *src = atomic_load_explicit(&s->src, memory_order_acquire);
+    if (!src || !atomic_load(&s->has_arena)) {
         pthread_mutex_unlock(&s->purge_lock);
         return 0;
     }
     char key[64];
     snprintf(key, sizeof key, "arena.%u.purge", atomic_load(&s->arena));
-    mm_client_stats_t before, after;
-    int err = mm_client_stats(c, &before);
+    int64_t before = src->resident_bytes(src->arg), after = 0;
+    int err = before < 0 ? (int)before : 0;
     uint64_t t0 = now_ns();
     if (err == 0)
         err = -mallctl(key, NULL, NULL, NULL, 0);
     uint64_t dt = now_ns() - t0;
-    if (err == 0)
-        err = mm_client_stats(c, &after);
+    if (err == 0) {
+        after = src->resident_bytes(src->arg);
+        err = after < 0 ? (int)after : 0;
+    }
     pthread_mutex_unlock(&s->purge_lock);
     if (err < 0)
         return err;
-    uint64_t drop = before.resident_bytes > after.resident_bytes
-                        ? before.resident_bytes - after.resident_bytes
-                        : 0;
+    uint64_t drop = before > after ? (uint64_t)(before - after) : 0;
     atomic_store_explicit(&s->last_purge_ns, dt, memory_order_relaxed);
     if (drop >= (1u << 20))
         atomic_store_explicit(&s->cost_ns_per_mib, dt / (drop >> 20), memory_order_relaxed);
     add_relaxed(&s->purged_bytes, drop);
-    (void)report_slot(s); /* a report the host missed is only stale usage */
+    if (atomic_load(&s->client))
+        (void)report_slot(s); /* a report the host missed is only stale usage */
     return (int64_t)drop;
 }
 
@@ -409,15 +561,13 @@ MM_JE_EXPORT int mm_jemalloc_open(const char *socket_path, const mm_client_opts_
         o = *opts;
     else
         mm_client_opts_init(&o);
+    /* The claimed slot has no source until the client exists: a revocation
+     * that comes first purges nothing. */
     pthread_mutex_lock(&slots_lock);
     je_slot_t *s = slot_claim();
-    if (!s) {
-        pthread_mutex_unlock(&slots_lock);
-        return -EMFILE;
-    }
-    /* Hold the slot with a placeholder until the client exists. */
-    atomic_store(&s->client, (mm_client_t *)s);
     pthread_mutex_unlock(&slots_lock);
+    if (!s)
+        return -EMFILE;
 
     o.flags |= MM_CLIENT_THREAD;
     o.on_revoke = on_revoke;
@@ -425,12 +575,12 @@ MM_JE_EXPORT int mm_jemalloc_open(const char *socket_path, const mm_client_opts_
     mm_client_t *c = NULL;
     int err = mm_client_open(socket_path, &o, &c);
     if (err < 0) {
-        atomic_store(&s->client, NULL);
+        pthread_mutex_lock(&slots_lock);
+        slot_release(s);
+        pthread_mutex_unlock(&slots_lock);
         return err;
     }
-    s->base = (uintptr_t)mm_client_base(c);
-    s->size = mm_client_region_bytes(c);
-    atomic_store_explicit(&s->client, c, memory_order_release);
+    slot_attach(s, NULL, c);
     *out = c;
     return 0;
 }
@@ -451,40 +601,35 @@ MM_JE_EXPORT int mm_jemalloc_arena(mm_client_t *client, unsigned *arena_index)
             err = -EMFILE;
             goto out;
         }
-        s->base = (uintptr_t)mm_client_base(client);
-        s->size = mm_client_region_bytes(client);
-        atomic_store_explicit(&s->client, client, memory_order_release);
+        slot_attach(s, NULL, client);
     }
     if (atomic_load(&s->has_arena)) {
         *arena_index = atomic_load(&s->arena);
         goto out;
     }
-    s->hooks = (extent_hooks_t){
-        .alloc = hook_alloc,
-        .dalloc = hook_dalloc,
-        .destroy = hook_destroy,
-        .commit = hook_commit,
-        .decommit = hook_decommit,
-        .purge_lazy = hook_purge,
-        .purge_forced = hook_purge,
-        .split = hook_split,
-        .merge = hook_merge,
-    };
-    extent_hooks_t *hp = &s->hooks;
-    unsigned ind = 0;
-    size_t sz = sizeof ind;
-    err = -mallctl("arenas.create", &ind, &sz, &hp, sizeof(extent_hooks_t *));
-    if (err < 0)
-        goto out;
-    /* Keep each growth (and so the retained tail) small. */
-    char key[64];
-    size_t limit = CHUNK;
-    snprintf(key, sizeof key, "arena.%u.retain_grow_limit", ind);
-    (void)mallctl(key, NULL, NULL, &limit, sizeof limit); /* fails only without retain */
-    atomic_store(&s->arena, ind);
-    atomic_store(&s->has_arena, true);
-    *arena_index = ind;
+    err = arena_create(s, arena_index);
 out:
+    pthread_mutex_unlock(&slots_lock);
+    return err;
+}
+
+MM_JE_EXPORT int mm_jemalloc_arena_source(const mm_frame_source_t *source, unsigned *arena_index)
+{
+    if (!source || !arena_index || !source->alloc || !source->free || !source->release ||
+        !source->resident_bytes)
+        return -EINVAL;
+    if (atomic_load(&in_child))
+        return -ECHILD;
+    pthread_once(&atfork_once, register_atfork);
+    pthread_mutex_lock(&slots_lock);
+    int err = -EMFILE;
+    je_slot_t *s = slot_claim();
+    if (s) {
+        slot_attach(s, source, NULL);
+        err = arena_create(s, arena_index);
+        if (err < 0)
+            slot_release(s); /* arena_new took only metadata, and gave it back */
+    }
     pthread_mutex_unlock(&slots_lock);
     return err;
 }
@@ -513,7 +658,7 @@ MM_JE_EXPORT int64_t mm_jemalloc_purge(void)
     int64_t total = 0;
     for (size_t i = 0; i < MM_JEMALLOC_MAX_CLIENTS; i++) {
         je_slot_t *s = &slots[i];
-        if (!atomic_load(&s->has_arena) || atomic_load(&s->client) == (mm_client_t *)s)
+        if (!atomic_load(&s->has_arena))
             continue;
         int64_t drop = purge_slot(s);
         if (drop < 0)
@@ -573,29 +718,33 @@ MM_JE_EXPORT int mm_jemalloc_report(mm_client_t *client)
     return s ? report_slot(s) : -EINVAL;
 }
 
+MM_JE_EXPORT void mm_jemalloc_arena_destroy(unsigned arena_index)
+{
+    if (atomic_load(&in_child))
+        return;
+    pthread_mutex_lock(&slots_lock);
+    for (size_t i = 0; i < MM_JEMALLOC_MAX_CLIENTS; i++) {
+        je_slot_t *s = &slots[i];
+        if (s->claimed && atomic_load(&s->client) == NULL && atomic_load(&s->has_arena) &&
+            atomic_load(&s->arena) == arena_index) {
+            /* A refusal keeps the slot: its frames stay the arena's. */
+            if (arena_destroy(s))
+                slot_release(s);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&slots_lock);
+}
+
 MM_JE_EXPORT void mm_jemalloc_close(mm_client_t *client)
 {
     if (!client || atomic_load(&in_child))
         return;
     pthread_mutex_lock(&slots_lock);
     je_slot_t *s = slot_of(client);
-    bool destroyed = true;
-    if (s && atomic_load(&s->has_arena)) {
-        unsigned ind = atomic_load(&s->arena), cur = 0, zero_arena = 0;
-        size_t sz = sizeof cur;
-        if (mallctl("thread.arena", &cur, &sz, NULL, 0) == 0 && cur == ind)
-            (void)mallctl("thread.arena", NULL, NULL, &zero_arena, sizeof zero_arena);
-        (void)mallctl("thread.tcache.flush", NULL, NULL, NULL, 0); /* no tcache: nothing held */
-        char key[64];
-        snprintf(key, sizeof key, "arena.%u.destroy", ind);
-        pthread_mutex_lock(&s->purge_lock);
-        destroyed = mallctl(key, NULL, NULL, NULL, 0) == 0;
-        if (destroyed)
-            atomic_store(&s->has_arena, false);
-        pthread_mutex_unlock(&s->purge_lock);
-    }
+    bool destroyed = !s || arena_destroy(s);
     if (s && destroyed)
-        atomic_store_explicit(&s->client, NULL, memory_order_release);
+        slot_release(s);
     pthread_mutex_unlock(&slots_lock);
     if (destroyed)
         mm_client_close(client);

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,11 +42,73 @@ static uint64_t word_of(size_t obj, size_t w)
     return (obj * 0x9e3779b97f4a7c15ull) ^ (w * 0xbf58476d1ce4e5b9ull) ^ 0x1234;
 }
 
-static int in_region(const void *p)
+static int in_client_region(mm_client_t *c, const void *p)
 {
-    mm_client_t *c = mm_gc_client();
     const char *b = mm_client_base(c);
     return (const char *)p >= b && (const char *)p < b + mm_client_region_bytes(c);
+}
+
+static int in_region(const void *p)
+{
+    return in_client_region(mm_gc_client(), p);
+}
+
+/* A frame source over a client the test owns, standing in for a guest
+ * model's memory: it counts its calls and forwards them to libmm. */
+typedef struct counting_source {
+    mm_client_t *client;
+    _Atomic uint64_t allocs, frees, releases, residents;
+    _Atomic uint64_t alloc_bytes, release_bytes;
+} counting_source_t;
+
+static counting_source_t g_counted; /* the attached source's state */
+
+static int count_alloc(void *arg, size_t bytes, size_t align, void **out)
+{
+    counting_source_t *cs = arg;
+    atomic_fetch_add(&cs->allocs, 1);
+    int err = mm_alloc(cs->client, bytes, align, out);
+    if (err == 0)
+        atomic_fetch_add(&cs->alloc_bytes, bytes);
+    return err;
+}
+
+static int count_free(void *arg, void *addr, size_t bytes)
+{
+    counting_source_t *cs = arg;
+    atomic_fetch_add(&cs->frees, 1);
+    return mm_free(cs->client, addr, bytes);
+}
+
+static int count_release(void *arg, void *addr, size_t bytes)
+{
+    counting_source_t *cs = arg;
+    atomic_fetch_add(&cs->releases, 1);
+    int err = mm_release(cs->client, addr, bytes);
+    if (err == 0)
+        atomic_fetch_add(&cs->release_bytes, bytes);
+    return err;
+}
+
+static int64_t count_resident(void *arg)
+{
+    counting_source_t *cs = arg;
+    atomic_fetch_add(&cs->residents, 1);
+    mm_client_stats_t s;
+    int err = mm_client_stats(cs->client, &s);
+    return err < 0 ? err : (int64_t)s.resident_bytes;
+}
+
+static mm_frame_source_t counting_source(mm_client_t *c)
+{
+    g_counted.client = c;
+    return (mm_frame_source_t){
+        .alloc = count_alloc,
+        .free = count_free,
+        .release = count_release,
+        .resident_bytes = count_resident,
+        .arg = &g_counted,
+    };
 }
 
 /* Open the GC client on the test's daemon, then start the GC. */
@@ -385,6 +448,100 @@ Test(boehm, open_refuses_misuse)
     cr_assert_eq(mm_gc_shrink(), -ENOTCONN);
     gc_start("gc-once", 64 * MIB);
     cr_assert_eq(mm_gc_open(daemon_.sock, NULL, &c), -EBUSY, "one GC client per process");
+    mm_frame_source_t src = counting_source(NULL);
+    cr_assert_eq(mm_gc_open_source(&src), -EBUSY, "nor a source beside the client");
+    cr_assert_eq(g_counted.allocs + g_counted.releases + g_counted.residents, 0);
+}
+
+Test(boehm, a_frame_source_serves_the_heap_and_shrink_releases_through_it)
+{
+    start_daemon("1G");
+    mm_client_t *c = open_client("gc-source", 256 * MIB, 0); /* the test's own */
+    mm_frame_source_t src = counting_source(c);
+    cr_assert_eq(mm_gc_open_source(&src), 0);
+    memset(&src, 0, sizeof src); /* the library keeps its own copy */
+    cr_assert_null(mm_gc_client(), "no GC client with a source");
+    GC_INIT();
+    grow_live(128);    /* 8 MiB */
+    make_garbage(512); /* 32 MiB */
+    GC_gcollect();
+
+    uint64_t allocs = atomic_load(&g_counted.allocs);
+    uint64_t served = atomic_load(&g_counted.alloc_bytes);
+    cr_assert_gt(allocs, 0, "the heap came through the source's alloc");
+    cr_assert_geq(served, 40 * MIB, "all of it (%llu bytes)", (unsigned long long)served);
+    for (size_t i = 0; i < g_nlive; i++)
+        cr_assert(in_client_region(c, GC_base(g_live[i])), "object %zu lies in the client", i);
+    cr_assert(in_client_region(c, g_live), "the root array lies in the client");
+    mm_gc_stats_t s;
+    cr_assert_eq(mm_gc_stats(&s), 0);
+    cr_assert_eq(s.served_bytes, served, "the hooks served what the source gave");
+    cr_assert_geq(s.garbage_bytes, 32 * MIB);
+
+    mm_client_stats_t before, after;
+    cr_assert_eq(mm_client_stats(c, &before), 0);
+    uint64_t releases = atomic_load(&g_counted.releases);
+    uint64_t residents = atomic_load(&g_counted.residents);
+    int64_t dropped = mm_gc_shrink();
+    cr_assert_eq(mm_client_stats(c, &after), 0);
+    cr_log_info("boehm source: shrink dropped %lld bytes in %llu releases", (long long)dropped,
+                (unsigned long long)(atomic_load(&g_counted.releases) - releases));
+    cr_assert_geq(dropped, (int64_t)(32 * MIB * 8 / 10), "dropped %lld", (long long)dropped);
+    cr_assert_eq(dropped, (int64_t)before.resident_bytes - (int64_t)after.resident_bytes,
+                 "the drop is what the source's residency fell by");
+    cr_assert_gt(atomic_load(&g_counted.releases), releases, "the garbage went through release");
+    cr_assert_geq(atomic_load(&g_counted.release_bytes), (uint64_t)dropped);
+    cr_assert_geq(atomic_load(&g_counted.residents), residents + 2, "measured with the source");
+    cr_assert_eq(atomic_load(&g_counted.frees), 0, "libgc keeps its ranges");
+    cr_assert_eq(mm_gc_stats(&s), 0);
+    cr_assert_eq(s.released_bytes, atomic_load(&g_counted.release_bytes));
+    cr_assert_lt(s.garbage_bytes, MIB, "no mapped garbage left");
+    cr_assert_eq(live_errors(), 0, "live data survived the shrink");
+    /* The client and heap stay until exit: libgc may still touch its heap. */
+}
+
+Test(boehm, open_source_refuses_misuse)
+{
+    start_daemon("512M");
+    mm_client_t *c = open_client("gc-source-misuse", 64 * MIB, 0);
+    mm_frame_source_t good = counting_source(c), bad = good;
+    cr_assert_eq(mm_gc_open_source(NULL), -EINVAL);
+    bad.alloc = NULL;
+    cr_assert_eq(mm_gc_open_source(&bad), -EINVAL, "alloc is needed");
+    bad = good;
+    bad.release = NULL;
+    cr_assert_eq(mm_gc_open_source(&bad), -EINVAL, "release is needed");
+    bad = good;
+    bad.resident_bytes = NULL;
+    cr_assert_eq(mm_gc_open_source(&bad), -EINVAL, "resident_bytes is needed");
+    cr_assert_eq(mm_gc_stats(&(mm_gc_stats_t){0}), -ENOTCONN, "the refusals attached nothing");
+    cr_assert_eq(mm_gc_shrink(), -ENOTCONN);
+
+    bad = good;
+    bad.free = NULL; /* libgc never frees: not needed */
+    cr_assert_eq(mm_gc_open_source(&bad), 0);
+    cr_assert_eq(mm_gc_open_source(&good), -EBUSY, "one source per process");
+    mm_client_t *other = NULL;
+    cr_assert_eq(mm_gc_open(daemon_.sock, NULL, &other), -EBUSY, "nor a client beside it");
+    cr_assert_null(other);
+    cr_assert_eq(mm_gc_stats(&(mm_gc_stats_t){0}), 0);
+    cr_assert_eq(atomic_load(&g_counted.allocs) + atomic_load(&g_counted.releases) +
+                     atomic_load(&g_counted.frees),
+                 0, "no heap asked for before GC_INIT");
+
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) /* a child detaches from the source, as from a client */
+        _exit(mm_gc_stats(&(mm_gc_stats_t){0}) != -ENOTCONN || mm_gc_shrink() != -ENOTCONN);
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d", st);
+    cr_assert_eq(mm_gc_stats(&(mm_gc_stats_t){0}), 0, "the parent stays attached");
+
+    mm_gc_close();
+    cr_assert_eq(mm_gc_stats(&(mm_gc_stats_t){0}), -ENOTCONN, "closed");
+    cr_assert_null(mm_gc_client());
+    mm_client_close(c); /* the source's memory stays the test's to close */
 }
 
 Test(boehm, demo_command_line)

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,68 @@ static void drop_all(void **v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         dallocx(v[i], MALLOCX_TCACHE_NONE);
+}
+
+/* A frame source over a client the test owns, standing in for a guest
+ * model's memory: it counts its calls and forwards them to libmm. */
+typedef struct counting_source {
+    mm_client_t *client;
+    _Atomic uint64_t allocs, frees, releases, residents;
+    _Atomic uint64_t alloc_bytes, free_bytes;
+} counting_source_t;
+
+static int count_alloc(void *arg, size_t bytes, size_t align, void **out)
+{
+    counting_source_t *cs = arg;
+    atomic_fetch_add(&cs->allocs, 1);
+    int err = mm_alloc(cs->client, bytes, align, out);
+    if (err == 0)
+        atomic_fetch_add(&cs->alloc_bytes, bytes);
+    return err;
+}
+
+static int count_free(void *arg, void *addr, size_t bytes)
+{
+    counting_source_t *cs = arg;
+    atomic_fetch_add(&cs->frees, 1);
+    int err = mm_free(cs->client, addr, bytes);
+    if (err == 0)
+        atomic_fetch_add(&cs->free_bytes, bytes);
+    return err;
+}
+
+static int count_release(void *arg, void *addr, size_t bytes)
+{
+    counting_source_t *cs = arg;
+    atomic_fetch_add(&cs->releases, 1);
+    return mm_release(cs->client, addr, bytes);
+}
+
+static int64_t count_resident(void *arg)
+{
+    counting_source_t *cs = arg;
+    atomic_fetch_add(&cs->residents, 1);
+    mm_client_stats_t s;
+    int err = mm_client_stats(cs->client, &s);
+    return err < 0 ? err : (int64_t)s.resident_bytes;
+}
+
+static mm_frame_source_t counting_source(counting_source_t *cs, mm_client_t *c)
+{
+    memset(cs, 0, sizeof *cs);
+    cs->client = c;
+    return (mm_frame_source_t){
+        .alloc = count_alloc,
+        .free = count_free,
+        .release = count_release,
+        .resident_bytes = count_resident,
+        .arg = cs,
+    };
+}
+
+static uint64_t held_by(counting_source_t *cs)
+{
+    return atomic_load(&cs->alloc_bytes) - atomic_load(&cs->free_bytes);
 }
 
 Test(jemalloc, arena_allocations_live_in_the_region_and_metadata_does_not)
@@ -254,6 +317,130 @@ Test(jemalloc, an_alloc_hook_without_frames_makes_mallocx_return_null)
     cr_assert_not_null(p, "memory is usable again after the frees");
     dallocx(p, MALLOCX_TCACHE_NONE);
     mm_jemalloc_close(c);
+}
+
+Test(jemalloc, a_source_arena_takes_frames_through_the_source_and_purge_gives_them_back)
+{
+    start_daemon("512M");
+    mm_client_t *c = open_client("je-source", 256 * MiB, 0); /* the test's own */
+    static counting_source_t cs;
+    mm_frame_source_t src = counting_source(&cs, c);
+    unsigned a = 0;
+    int err = mm_jemalloc_arena_source(&src, &a);
+    cr_assert_eq(err, 0, "source arena created: %s", mm_strerror(err));
+    memset(&src, 0, sizeof src);                          /* the library keeps its own copy */
+    enum { LIVE = 512, GARBAGE = 1536, SIZE = 32 << 10 }; /* 16 MiB live, 48 MiB garbage */
+    static void *live[LIVE], *garbage[GARBAGE];
+    fill(a, live, LIVE, SIZE, 21);
+    fill(a, garbage, GARBAGE, SIZE, 23);
+    cr_assert_gt(atomic_load(&cs.allocs), 0, "the arena grew through the source's alloc");
+    cr_assert_geq(held_by(&cs), 64 * MiB, "with all its values: %llu",
+                  (unsigned long long)held_by(&cs));
+    for (size_t i = 0; i < LIVE; i++)
+        cr_assert(inside(c, live[i], SIZE), "value %zu lies in the source's client", i);
+    void *big = mallocx(9 * MiB, ARENA_FLAGS(a));
+    cr_assert(big && inside(c, big, 9 * MiB), "a large value too");
+    dallocx(big, MALLOCX_TCACHE_NONE);
+    drop_all(garbage, GARBAGE);
+
+    mm_jemalloc_stats_t st;
+    cr_assert_eq(mm_jemalloc_stats(&st), 0);
+    cr_assert_geq(st.dirty_bytes, 40 * MiB, "stats include the source arena: dirty %llu",
+                  (unsigned long long)st.dirty_bytes);
+    cr_assert_eq(st.frame_bytes, held_by(&cs), "the hooks hold what the source lent");
+    uint64_t frees = atomic_load(&cs.frees), releases = atomic_load(&cs.releases);
+    uint64_t residents = atomic_load(&cs.residents);
+    uint64_t before = resident(c);
+    int64_t dropped = mm_jemalloc_purge();
+    uint64_t after = resident(c);
+    cr_log_info("source purge: resident %llu -> %llu MiB, %llu frees, %llu releases",
+                (unsigned long long)(before >> 20), (unsigned long long)(after >> 20),
+                (unsigned long long)(atomic_load(&cs.frees) - frees),
+                (unsigned long long)(atomic_load(&cs.releases) - releases));
+    cr_assert_geq(dropped, (int64_t)(40 * MiB), "purge returned the garbage: %lld",
+                  (long long)dropped);
+    cr_assert_eq((uint64_t)dropped, before - after, "the drop is the source's residency");
+    cr_assert_gt(atomic_load(&cs.frees), frees, "the garbage went back through free");
+    cr_assert_gt(atomic_load(&cs.releases), releases, "after release");
+    cr_assert_geq(atomic_load(&cs.residents), residents + 2, "measured with the source");
+    cr_assert_eq(mm_jemalloc_stats(&st), 0);
+    cr_assert_eq(st.dirty_bytes, 0);
+    cr_assert_eq(st.hook_errors, 0);
+    cr_assert_gt(st.purged_bytes, 0);
+    cr_assert_eq(st.frame_bytes, held_by(&cs));
+    cr_assert_eq(damaged(live, LIVE, SIZE, 21), 0, "live values intact");
+    fill(a, garbage, GARBAGE / 2, SIZE, 25); /* grows again through the source */
+    cr_assert_eq(damaged(garbage, GARBAGE / 2, SIZE, 25), 0);
+    cr_assert_eq(damaged(live, LIVE, SIZE, 21), 0);
+    drop_all(garbage, GARBAGE / 2);
+    drop_all(live, LIVE);
+
+    mm_jemalloc_arena_destroy(a);
+    cr_assert_eq(held_by(&cs), 0, "destroying the arena gave every frame back");
+    cr_assert_eq(mm_jemalloc_set_default(a, 0), -EINVAL, "the arena is gone");
+    cr_assert_eq(mm_jemalloc_stats(&st), 0);
+    cr_assert_eq(st.frame_bytes, 0, "and left the stats");
+    mm_client_close(c);
+}
+
+Test(jemalloc, arena_source_refuses_misuse)
+{
+    start_daemon("256M");
+    mm_client_t *c = open_client("je-source-misuse", 64 * MiB, 0);
+    static counting_source_t cs;
+    mm_frame_source_t good = counting_source(&cs, c), bad = good;
+    unsigned a = 0;
+    cr_assert_eq(mm_jemalloc_arena_source(NULL, &a), -EINVAL);
+    cr_assert_eq(mm_jemalloc_arena_source(&good, NULL), -EINVAL);
+    bad.alloc = NULL;
+    cr_assert_eq(mm_jemalloc_arena_source(&bad, &a), -EINVAL, "alloc is needed");
+    bad = good;
+    bad.free = NULL;
+    cr_assert_eq(mm_jemalloc_arena_source(&bad, &a), -EINVAL, "free is needed");
+    bad = good;
+    bad.release = NULL;
+    cr_assert_eq(mm_jemalloc_arena_source(&bad, &a), -EINVAL, "release is needed");
+    bad = good;
+    bad.resident_bytes = NULL;
+    cr_assert_eq(mm_jemalloc_arena_source(&bad, &a), -EINVAL, "resident_bytes is needed");
+
+    /* A client arena is not destroyed by index: it goes with its client. */
+    unsigned ca = 0;
+    mm_client_t *owner = je_open("je-source-owner", 32 * MiB, &ca);
+    mm_jemalloc_arena_destroy(ca);
+    void *p = mallocx(4096, ARENA_FLAGS(ca));
+    cr_assert(p && inside(owner, p, 4096), "the client's arena still serves");
+    dallocx(p, MALLOCX_TCACHE_NONE);
+    mm_jemalloc_close(owner);
+
+    /* Source arenas count toward the clients' limit. */
+    unsigned arenas[MM_JEMALLOC_MAX_CLIENTS];
+    for (size_t i = 0; i < MM_JEMALLOC_MAX_CLIENTS; i++)
+        cr_assert_eq(mm_jemalloc_arena_source(&good, &arenas[i]), 0, "source arena %zu", i);
+    cr_assert_eq(mm_jemalloc_arena_source(&good, &a), -EMFILE);
+    mm_client_t *extra = NULL;
+    cr_assert_eq(mm_jemalloc_open(daemon_.sock, NULL, &extra), -EMFILE);
+    cr_assert_eq(atomic_load(&cs.allocs) + atomic_load(&cs.frees) + atomic_load(&cs.releases) +
+                     atomic_load(&cs.residents),
+                 0, "creating arenas takes no frames, refusals call nothing");
+
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        mm_jemalloc_arena_destroy(arenas[0]); /* does nothing in a child */
+        unsigned x = 0;
+        _exit(mm_jemalloc_arena_source(&good, &x) != -ECHILD);
+    }
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "-ECHILD in a child (%#x)", status);
+
+    for (size_t i = 0; i < MM_JEMALLOC_MAX_CLIENTS; i++)
+        mm_jemalloc_arena_destroy(arenas[i]);
+    cr_assert_eq(mm_jemalloc_arena_source(&good, &a), 0, "destroyed arenas free their slots");
+    mm_jemalloc_arena_destroy(a);
+    mm_client_close(c);
 }
 
 Test(jemalloc, a_forked_child_mallocs_outside_the_parent_heap)

@@ -10,6 +10,13 @@
  * mm_gc_open(), goes to the C library unchanged. For the definitions to win,
  * link libmm-gc before libgc (and before libc, which is always last).
  *
+ * Instead of a client, the heap may come from a caller's frame source
+ * (mm_gc_open_source(): a guest model's guest-virtual memory): the same hooks
+ * then call the source's alloc and release, and the owner of the source
+ * answers its own pressure with mm_gc_shrink() and reports usage itself from
+ * mm_gc_stats(); the library opens no client, runs no answer thread and
+ * reports nothing.
+ *
  * When the host revokes memory, the library's handler (on libmm's answer
  * thread, registered with the GC while it runs) calls GC_gcollect_and_unmap()
  * until the host's request is covered or three calls in a row drop nothing
@@ -30,9 +37,10 @@
  * missing heap: a forked child must not use the GC or touch GC objects; it may
  * only exec() or _exit(). Parent and child therefore never share one heap.
  *
- * One GC client per process. Thread safety: mm_gc_stats() and mm_gc_shrink()
- * may be called from any thread registered with the GC (GC_THREADS);
- * mm_gc_open() and mm_gc_close() are not concurrent with anything.
+ * One GC client or frame source per process. Thread safety: mm_gc_stats() and
+ * mm_gc_shrink() may be called from any thread registered with the GC
+ * (GC_THREADS); mm_gc_open(), mm_gc_open_source() and mm_gc_close() are not
+ * concurrent with anything.
  */
 #ifndef MM_GC_H
 #define MM_GC_H
@@ -65,7 +73,7 @@ typedef struct mm_gc_stats {
     uint64_t garbage_bytes;   /* bytes in whole free, mapped heap blocks:
                                  what unmapping can return */
     uint64_t unmapped_bytes;  /* released with madvise, still owned */
-    uint64_t served_bytes;    /* frames the mmap hook took from the region */
+    uint64_t served_bytes;    /* frames the mmap hook took from the source */
     uint64_t released_bytes;  /* bytes punched by the madvise hook, in total */
     uint64_t last_collect_ns; /* duration of the last collection */
     uint64_t collections;     /* collections seen since mm_gc_open() */
@@ -82,29 +90,58 @@ typedef struct mm_gc_stats {
  * On success *out (if out is not NULL) is the client, owned by the library
  * until mm_gc_close(): use it for mm_client_stats() or mm_client_id(), and
  * allocate nothing else from it. Returns 0, or a negative errno: -EBUSY (a
- * GC client is already open), -EINVAL (opts->on_revoke set), -ELIBACC
- * (libgc.so not found in this process), or mm_client_open()'s errors; on
- * failure nothing is left open.
+ * GC client or source is already attached), -EINVAL (opts->on_revoke set),
+ * -ELIBACC (libgc.so not found in this process), or mm_client_open()'s
+ * errors; on failure nothing is left open.
  */
 MM_GC_EXPORT int mm_gc_open(const char *socket_path, const mm_client_opts_t *opts,
                             mm_client_t **out);
 
-/* Detach the hooks and close the client. The GC heap is unmapped with the
- * region: call it only when no GC object will be touched and no collection
- * will run again (usually never; process exit is enough). */
+/*
+ * Serve libgc's heap from a caller's frame source instead of a client. Call
+ * it before GC_INIT(), like mm_gc_open(). *source is copied; what source->arg
+ * points to stays the caller's and must outlive the attachment (until
+ * mm_gc_close(), or process exit). The mmap hook calls source->alloc for
+ * each heap section (2 MiB-aligned when 2 MiB or larger, else 4 KiB), with
+ * libgc's allocation lock held: a refusal becomes libgc's out-of-memory, and
+ * the source must never wait for the GC. The madvise hook calls
+ * source->release, also with that lock held, for the whole 4 KiB pages of
+ * each range libgc unmaps (libgc unmaps only heap the source served; a range
+ * outside the bounds of what it served goes to the C library). The ranges
+ * stay libgc's: it reuses them without another call. source->free is never
+ * called (libgc never gives its heap back) and may be NULL. mm_gc_shrink() measures with
+ * source->resident_bytes. No client, no answer thread, no mm_report(): the
+ * owner answers its pressure by calling mm_gc_shrink() and reports usage from
+ * mm_gc_stats(). mm_gc_client() is NULL in this mode. Returns 0, or a
+ * negative errno: -EBUSY (a GC client or source is already attached),
+ * -EINVAL (source, or its alloc, release or resident_bytes is NULL),
+ * -ELIBACC (libgc.so not found in this process), -ENOMEM; on failure nothing
+ * is attached and no callback has been called. A forked child detaches, as
+ * with a client (see above). Not concurrent with any mm_gc_* call.
+ */
+MM_GC_EXPORT int mm_gc_open_source(const mm_frame_source_t *source);
+
+/* Detach the hooks and close the client (a caller's source is only
+ * forgotten: its memory stays the caller's). The GC heap goes with the
+ * client's region or the source's memory: call it only when no GC object will
+ * be touched and no collection will run again (usually never; process exit
+ * is enough). */
 MM_GC_EXPORT void mm_gc_close(void);
 
-/* The open GC client, or NULL (also in a forked child). */
+/* The open GC client, or NULL (also with a caller's source, and in a forked
+ * child). */
 MM_GC_EXPORT mm_client_t *mm_gc_client(void);
 
 /* libgc's statistics and the library's counters. Takes the GC lock: never
- * call it from a GC callback. 0, or -ENOTCONN when no client is open. */
+ * call it from a GC callback. 0, or -ENOTCONN when neither a client nor a
+ * source is attached. */
 MM_GC_EXPORT int mm_gc_stats(mm_gc_stats_t *out);
 
 /* Collect and unmap until three calls in a row drop nothing more, then
- * report. Returns the bytes residency (st_blocks) dropped by (negative if it
- * grew meanwhile), or -ENOTCONN. The calling thread must be registered with
- * the GC. */
+ * report to the host (with a client only). Returns the bytes residency
+ * dropped by (negative if it grew meanwhile): the client's st_blocks, or the
+ * source's resident_bytes (0 when it fails to measure); or -ENOTCONN. The
+ * calling thread must be registered with the GC. */
 MM_GC_EXPORT int64_t mm_gc_shrink(void);
 
 #ifdef __cplusplus

@@ -9,6 +9,13 @@
  * residency (st_blocks) dropped by. The library links jemalloc, whose symbols
  * are unprefixed: malloc is jemalloc's in the whole process.
  *
+ * An arena may instead take its frames from a caller's frame source
+ * (mm_jemalloc_arena_source(): a guest model's guest-virtual memory). The
+ * same hooks then call the source's alloc, release and free where they would
+ * call mm_alloc, mm_release and mm_free; there is no client and no
+ * revocation: the source's owner answers its pressure with
+ * mm_jemalloc_purge() and reports usage itself from mm_jemalloc_stats().
+ *
  * Facts found with jemalloc 5.3.0 (Debian), which this library relies on:
  *  - opt.retain is on (a global, read-only option). With custom hooks,
  *    jemalloc still calls dalloc for every extent it purges, so purged
@@ -37,7 +44,8 @@
  * write one heap.
  *
  * Thread safety: every call may be made from any thread. mm_jemalloc_close()
- * must not run concurrently with other calls for the same client.
+ * must not run concurrently with other calls for the same client, nor
+ * mm_jemalloc_arena_destroy() with other calls for the same arena.
  */
 #ifndef MM_JEMALLOC_H
 #define MM_JEMALLOC_H
@@ -52,7 +60,8 @@
 extern "C" {
 #endif
 
-/* At most this many clients (and so mm arenas) per process. */
+/* At most this many clients and source arenas (and so mm arenas) per
+ * process, together. */
 #define MM_JEMALLOC_MAX_CLIENTS 8
 
 /*
@@ -60,8 +69,9 @@ extern "C" {
  * handler purges its mm arena. opts may be NULL (defaults); opts->on_revoke
  * must be NULL (-EINVAL otherwise: the library owns it); MM_CLIENT_THREAD is
  * always added, so revocations are answered by libmm's background thread.
- * Errors as mm_client_open(), plus -EMFILE when MM_JEMALLOC_MAX_CLIENTS are
- * open. On success *out is owned by the caller until mm_jemalloc_close().
+ * Errors as mm_client_open(), plus -EMFILE when MM_JEMALLOC_MAX_CLIENTS
+ * clients and source arenas exist. On success *out is owned by the caller
+ * until mm_jemalloc_close().
  */
 MM_JE_EXPORT int mm_jemalloc_open(const char *socket_path, const mm_client_opts_t *opts,
                                   mm_client_t **out);
@@ -79,6 +89,41 @@ MM_JE_EXPORT int mm_jemalloc_open(const char *socket_path, const mm_client_opts_
 MM_JE_EXPORT int mm_jemalloc_arena(mm_client_t *client, unsigned *arena_index);
 
 /*
+ * Create an mm arena whose extents come from a caller's frame source rather
+ * than a client. *source is copied; what source->arg points to stays the
+ * caller's and must outlive the arena (until mm_jemalloc_arena_destroy()).
+ * The extent hooks call source->alloc for each run (4 KiB multiples, 2 MiB
+ * aligned when 2 MiB or larger), source->release then source->free to give
+ * a run back, and source->release alone to purge or decommit one (the run
+ * stays allocated). jemalloc splits and merges runs: free and release must
+ * take any 4 KiB-aligned range of frames the source allocated, also one
+ * spanning adjacent allocations, as mm_free and mm_release do. The calls
+ * come from any thread with jemalloc's locks held: the source must never
+ * malloc from this arena nor wait for it. Arena metadata stays in private
+ * anonymous memory. mm_jemalloc_purge() purges this arena too and measures
+ * its drop with source->resident_bytes; mm_jemalloc_stats() includes it; no
+ * usage is reported to a host (the owner reads mm_jemalloc_stats()).
+ * Allocate with mallocx(size, MALLOCX_ARENA(*arena_index) |
+ * MALLOCX_TCACHE_NONE) or mm_jemalloc_set_default(). Returns 0 with
+ * *arena_index set, or a negative errno: -EINVAL (source, arena_index or one
+ * of the four callbacks is NULL), -EMFILE (MM_JEMALLOC_MAX_CLIENTS clients
+ * and source arenas exist), -ECHILD (in a forked child), or arenas.create's
+ * error; on failure nothing is left and the source was not called.
+ */
+MM_JE_EXPORT int mm_jemalloc_arena_source(const mm_frame_source_t *source, unsigned *arena_index);
+
+/*
+ * Destroy a source arena (arena.<i>.destroy: every allocation in it is gone
+ * and its frames go back through source->release and source->free; any
+ * thread still using it as default must have switched away first, the
+ * calling thread is switched to arena 0) and free its slot. Does nothing for
+ * an index that is not a source arena (a client's arena goes with
+ * mm_jemalloc_close()), in a forked child, or when jemalloc refuses (the
+ * arena and its frames then stay).
+ */
+MM_JE_EXPORT void mm_jemalloc_arena_destroy(unsigned arena_index);
+
+/*
  * Make arena_index the calling thread's arena (mallctl thread.arena) and
  * flush its tcache (whose bins are shared by all arenas), so that its
  * malloc/calloc/realloc allocate from it. jemalloc 5.3 cannot make a manual arena the
@@ -91,14 +136,17 @@ MM_JE_EXPORT int mm_jemalloc_set_default(unsigned arena_index, int process_wide)
 
 /*
  * arena.<i>.purge of every mm arena, synchronously: dirty extents are
- * deallocated (frames punched and freed). Returns what the clients' residency
- * (mm_client_stats resident_bytes, from st_blocks) dropped by, or a negative
- * errno. Reports usage to the host afterwards.
+ * deallocated (frames punched and freed). Returns what the residency of the
+ * arenas' sources dropped by, summed (a client's: mm_client_stats
+ * resident_bytes, from st_blocks; a caller's source: its resident_bytes), or
+ * a negative errno (also a failed resident_bytes). Reports usage to the host
+ * afterwards for the arenas of clients.
  */
 MM_JE_EXPORT int64_t mm_jemalloc_purge(void);
 
 typedef struct mm_jemalloc_stats {
-    /* jemalloc's view, summed over the mm arenas after an "epoch" refresh. */
+    /* jemalloc's view, summed over the mm arenas (clients' and sources')
+     * after an "epoch" refresh. */
     uint64_t active_bytes;   /* stats.arenas.<i>.pactive * page */
     uint64_t dirty_bytes;    /* pdirty * page: freed, not yet purged */
     uint64_t muzzy_bytes;    /* pmuzzy * page */
