@@ -110,30 +110,6 @@ static bool from_libgc(uintptr_t ret)
     return ret >= g_gc_lo && ret < g_gc_hi;
 }
 
-/* ---- The client's own frame source -------------------------------------- */
-
-static int client_alloc(void *arg, size_t bytes, size_t align, void **out)
-{
-    return mm_alloc(arg, bytes, align, out);
-}
-
-static int client_free(void *arg, void *addr, size_t bytes)
-{
-    return mm_free(arg, addr, bytes);
-}
-
-static int client_release(void *arg, void *addr, size_t bytes)
-{
-    return mm_release(arg, addr, bytes);
-}
-
-static int64_t client_resident(void *arg)
-{
-    mm_client_stats_t s;
-    int err = mm_client_stats(arg, &s);
-    return err < 0 ? err : (int64_t)s.resident_bytes;
-}
-
 /* ---- Hooks --------------------------------------------------------------- */
 
 /* Take [lo, hi) into the span of served ranges. Callers hold libgc's
@@ -440,13 +416,7 @@ MM_GC_EXPORT int mm_gc_open(const char *socket_path, const mm_client_opts_t *opt
     if (err < 0)
         return err;
 
-    const mm_frame_source_t own = {
-        .alloc = client_alloc,
-        .free = client_free,
-        .release = client_release,
-        .resident_bytes = client_resident,
-        .arg = c,
-    };
+    const mm_frame_source_t own = mm_client_frame_source(c);
     err = attach(&own, c, &f);
     if (err < 0) {
         mm_client_close(c);

@@ -78,30 +78,6 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* ---- The client's own frame source -------------------------------------- */
-
-static int client_alloc(void *arg, size_t bytes, size_t align, void **out)
-{
-    return mm_alloc(arg, bytes, align, out);
-}
-
-static int client_free(void *arg, void *addr, size_t bytes)
-{
-    return mm_free(arg, addr, bytes);
-}
-
-static int client_release(void *arg, void *addr, size_t bytes)
-{
-    return mm_release(arg, addr, bytes);
-}
-
-static int64_t client_resident(void *arg)
-{
-    mm_client_stats_t st;
-    int err = mm_client_stats(arg, &st);
-    return err < 0 ? err : (int64_t)st.resident_bytes;
-}
-
 static bool is_mm_arena(unsigned ind)
 {
     for (size_t i = 0; i < MM_JEMALLOC_MAX_CLIENTS; i++)
@@ -363,17 +339,7 @@ static je_slot_t *slot_claim(void)
  * client's own source. The slot is claimed and has no arena yet. */
 static void slot_attach(je_slot_t *s, const mm_frame_source_t *src, mm_client_t *c)
 {
-    if (src) {
-        s->source = *src;
-    } else {
-        s->source = (mm_frame_source_t){
-            .alloc = client_alloc,
-            .free = client_free,
-            .release = client_release,
-            .resident_bytes = client_resident,
-            .arg = c,
-        };
-    }
+    s->source = src ? *src : mm_client_frame_source(c);
     atomic_store_explicit(&s->client, c, memory_order_release);
     atomic_store_explicit(&s->src, &s->source, memory_order_release);
 }

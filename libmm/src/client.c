@@ -47,6 +47,7 @@ struct mm_client {
     mm_revoke_fn on_revoke;
     void *revoke_arg;
     bool has_thread;
+    bool populate; /* populate installed chunks (not MM_CLIENT_NO_POPULATE) */
     pthread_t thread;
     _Atomic uint32_t next_slot;
 };
@@ -269,6 +270,7 @@ MM_EXPORT int mm_client_open(const char *socket_path, const mm_client_opts_t *op
     c->instance = atomic_fetch_add(&next_instance, 1);
     c->on_revoke = opts->on_revoke;
     c->revoke_arg = opts->revoke_arg;
+    c->populate = !(opts->flags & MM_CLIENT_NO_POPULATE);
 
     int err = connect_socket(socket_path ? socket_path : mm_default_socket());
     if (err >= 0) {
@@ -312,6 +314,39 @@ MM_EXPORT void *mm_client_base(const mm_client_t *c)
 {
     return c->base;
 }
+static int source_alloc(void *arg, size_t bytes, size_t align, void **out)
+{
+    return mm_alloc(arg, bytes, align, out);
+}
+
+static int source_free(void *arg, void *addr, size_t bytes)
+{
+    return mm_free(arg, addr, bytes);
+}
+
+static int source_release(void *arg, void *addr, size_t bytes)
+{
+    return mm_release(arg, addr, bytes);
+}
+
+static int64_t source_resident(void *arg)
+{
+    mm_client_stats_t st;
+    int err = mm_client_stats(arg, &st);
+    return err < 0 ? err : (int64_t)st.resident_bytes;
+}
+
+MM_EXPORT mm_frame_source_t mm_client_frame_source(mm_client_t *client)
+{
+    return (mm_frame_source_t){
+        .alloc = source_alloc,
+        .free = source_free,
+        .release = source_release,
+        .resident_bytes = source_resident,
+        .arg = client,
+    };
+}
+
 MM_EXPORT int mm_client_region_fd(const mm_client_t *c)
 {
     return c->fds[MM_FD_REGION];
@@ -381,7 +416,7 @@ static int install_chunks(mm_client_t *c, uint32_t slot, const uint32_t *chunks,
         pthread_mutex_unlock(&c->sock_lock);
         if (err == 0 && !reply_matches(&u.r, m.chunks, batch))
             err = -EPROTO;
-        if (err == 0 && u.r.count > 0)
+        if (err == 0 && u.r.count > 0 && c->populate)
             err = populate_chunks(c, u.r.chunks, u.r.count);
         if (err == 0) {
             granted += (int)u.r.count;

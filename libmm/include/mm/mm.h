@@ -53,6 +53,10 @@ enum mm_client_flags {
     /* Run a background thread that answers the host. Without it the caller
      * polls mm_client_fd() and calls mm_client_dispatch(). */
     MM_CLIENT_THREAD = 1u << 0,
+    /* Do not populate installed chunks: the caller makes resident only the
+     * frames it uses (a guest model that maps frames elsewhere and populates
+     * those mappings), so free frames of an installed chunk stay holes. */
+    MM_CLIENT_NO_POPULATE = 1u << 1,
 };
 
 typedef struct mm_client_opts {
@@ -177,6 +181,10 @@ typedef struct mm_frame_source {
     int64_t (*resident_bytes)(void *arg);
     void *arg;
 } mm_frame_source_t;
+
+/* The client's own frames as a source: mm_alloc, mm_free, mm_release, and
+ * the region's resident bytes. Valid while the client is open. */
+MM_EXPORT mm_frame_source_t mm_client_frame_source(mm_client_t *client);
 
 /* Parse a size like "4096", "512K", "200M", "4G" into *out. -EINVAL on junk
  * or overflow. */
