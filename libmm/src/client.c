@@ -458,6 +458,11 @@ static int alloc_in_chunk(mm_client_t *c, uint32_t nframes, uint32_t align_frame
         if (err != -ENOSPC)
             return err;
         err = install_one(c, t);
+        if (err == -ENOMEM &&
+            mm__frames_borrow(&c->frames, t, nframes, align_frames, &frame) == 0) {
+            *out = c->base + frame * MM_FRAME_SIZE;
+            return 0;
+        }
         if (err < 0)
             return err;
     }

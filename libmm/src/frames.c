@@ -448,6 +448,39 @@ static int scan_chunks(const mm_frames_t *f, mm_frames_thread_t *t, uint32_t n, 
     return -ENOSPC;
 }
 
+/* Frames from a chunk another thread reserved (see frames.h). */
+int mm__frames_borrow(mm_frames_t *f, mm_frames_thread_t *t, uint32_t n, uint32_t align,
+                      uint64_t *frame_out)
+{
+    if (!f || !t || !frame_out || n - 1 >= MM_CHUNK_FRAMES || !is_pow2(align) ||
+        align > MM_CHUNK_FRAMES)
+        return -EINVAL;
+    for (uint32_t c = 0; c < f->chunk_count; c++) {
+        _Atomic uint32_t *cw = chunk_word(f, c);
+        uint32_t w = load_acquire(cw);
+        bool taken = false;
+        for (int i = 0; i < MM_FRAMES_MAX_RETRIES && !taken; i++) {
+            uint32_t res = mm_cw_reserver(w), free_frames = mm_cw_free(w);
+            if ((w & (MM_CW_RECLAIMED | MM_CW_DISCARDABLE)) || res == 0 || res == t->slot ||
+                free_frames < n || free_frames > MM_CHUNK_FRAMES)
+                break;
+            taken = cas_acq_rel(cw, &w, w - n);
+        }
+        if (!taken)
+            continue;
+        uint32_t hint = 0;
+        int bit = claim_run(f, c, n, align, mm_cw_free(w), &hint);
+        if (bit >= 0) {
+            *frame_out = ((uint64_t)c << CHUNK_FRAMES_SHIFT) + (uint32_t)bit;
+            return 0;
+        }
+        int rc = raise_free(f, c, n);
+        if (rc)
+            return rc;
+    }
+    return -ENOSPC;
+}
+
 /* Out of the hot path: the thread has no chunk, or its chunk had no room. */
 static cold_path int alloc_slow(mm_frames_t *f, mm_frames_thread_t *t, uint32_t nframes,
                                 uint32_t align, uint64_t *frame_out)

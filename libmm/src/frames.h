@@ -73,6 +73,16 @@ int mm__frames_alloc(mm_frames_t *f, mm_frames_thread_t *t, uint32_t nframes, ui
                      uint64_t *frame_out);
 
 /*
+ * Client, last resort when nothing can be installed: nframes (1..512) from a
+ * chunk another thread has reserved, without touching its reservation
+ * (counts and bits change by CAS as always). Without it, frames freed into a
+ * chunk reserved by a thread that no longer allocates are out of every other
+ * thread's reach once the whole region is granted. -ENOSPC if none has room.
+ */
+int mm__frames_borrow(mm_frames_t *f, mm_frames_thread_t *t, uint32_t nframes,
+                      uint32_t align_frames, uint64_t *frame_out);
+
+/*
  * Client: take the whole-chunk run [first_chunk, first_chunk + nchunks) plus
  * tail_frames frames at the start of the following chunk (0..511), all of
  * which must be granted and wholly free, and unreserved or reserved for slot.

@@ -68,6 +68,10 @@ struct mm_pager {
     bool has_thread;
     pthread_t thread;
     pthread_mutex_t lock;
+    /* Held by a page-out from its copy to its drop, and by a fill from its
+     * copy back to forgetting the keys: otherwise a page-out could store a
+     * page just filled, under a key the fill then forgets, and drop it. */
+    pthread_mutex_t io_lock;
     route_t routes[MAX_ROUTES]; /* guarded by lock */
     int route_count;
     span_t protected[MAX_PROTECTED]; /* guarded by lock */
@@ -140,6 +144,7 @@ int mm__pager_create(int uffd, mm_swap_t *swap, mm_pager_t **out)
     p->uffd = uffd;
     p->swap = swap;
     pthread_mutex_init(&p->lock, NULL);
+    pthread_mutex_init(&p->io_lock, NULL);
     *out = p;
     return 0;
 }
@@ -155,6 +160,7 @@ void mm__pager_destroy(mm_pager_t *p)
         pthread_join(p->thread, NULL);
     }
     close(p->stop_fd);
+    pthread_mutex_destroy(&p->io_lock);
     pthread_mutex_destroy(&p->lock);
     free(p);
 }
@@ -424,11 +430,12 @@ int mm__pager_page_out_v(mm_pager_t *p, int fd, const mm_pager_seg_t *segs, size
             return -EINVAL;
         total += segs[i].len;
     }
-    uint8_t *buf = malloc(COPY_PAGES * PAGE_BYTES);
+    uint8_t *buf = aligned_alloc(PAGE_BYTES, COPY_PAGES * PAGE_BYTES);
     if (!buf)
         return -ENOMEM;
     int err = 0;
     size_t protected_segs = 0;
+    pthread_mutex_lock(&p->io_lock);
     for (; protected_segs < nsegs && !err; protected_segs++)
         err = mm__pager_protect(p, segs[protected_segs].addr, segs[protected_segs].len);
     if (err) {
@@ -476,6 +483,7 @@ int mm__pager_page_out_v(mm_pager_t *p, int fd, const mm_pager_seg_t *segs, size
     if (paged_bytes)
         *paged_bytes = dropped_bytes;
 out:
+    pthread_mutex_unlock(&p->io_lock);
     for (size_t i = 0; i < protected_segs; i++)
         mm__pager_unprotect(p, segs[i].addr, segs[i].len);
     free(buf);
@@ -509,8 +517,22 @@ void mm__pager_forget(mm_pager_t *p, uint64_t first_key, uint64_t n)
         (void)mm__swap_drop(p->swap, first_key + i); /* -ENOENT: was never stored */
 }
 
-/* UFFDIO_COPY of len bytes from src to dst, stepping over pages that are
- * already there (EEXIST). Does not wake: the caller wakes the whole run. */
+/* True if any page of [addr, addr+len) is protected. Called with lock held. */
+static bool overlaps_protected(const mm_pager_t *p, uintptr_t addr, uint64_t len)
+{
+    for (int i = 0; i < MAX_PROTECTED; i++)
+        if (p->protected[i].end && addr < p->protected[i].end && p->protected[i].start < addr + len)
+            return true;
+    return false;
+}
+
+/*
+ * UFFDIO_COPY of len bytes from src to dst, stepping over pages that are
+ * already there (EEXIST). Does not wake: the caller wakes the whole run. A
+ * page put back inside a range a page-out protects stays write-protected:
+ * that page-out may copy it next, and a write must not slip in between.
+ * The check and the copy hold the lock, as a protect does.
+ */
 static int copy_in(mm_pager_t *p, uintptr_t dst, const uint8_t *src, uint64_t len)
 {
     uint64_t done = 0;
@@ -521,7 +543,11 @@ static int copy_in(mm_pager_t *p, uintptr_t dst, const uint8_t *src, uint64_t le
             .len = len - done,
             .mode = UFFDIO_COPY_MODE_DONTWAKE,
         };
+        pthread_mutex_lock(&p->lock);
+        if (overlaps_protected(p, c.dst, c.len))
+            c.mode |= UFFDIO_COPY_MODE_WP;
         int r = ioctl(p->uffd, UFFDIO_COPY, &c);
+        pthread_mutex_unlock(&p->lock);
         if (c.copy > 0)
             done += (uint64_t)c.copy;
         if (r == 0)
@@ -538,7 +564,7 @@ int mm__pager_fill(mm_pager_t *p, uintptr_t addr, uint64_t len, uint64_t first_k
 {
     if (len == 0 || addr % PAGE_BYTES || len % PAGE_BYTES)
         return -EINVAL;
-    uint8_t *buf = malloc(COPY_PAGES * PAGE_BYTES);
+    uint8_t *buf = aligned_alloc(PAGE_BYTES, COPY_PAGES * PAGE_BYTES);
     if (!buf)
         return -ENOMEM;
     int err = 0;
@@ -547,6 +573,7 @@ int mm__pager_fill(mm_pager_t *p, uintptr_t addr, uint64_t len, uint64_t first_k
         uint64_t piece =
             len - done < COPY_PAGES * PAGE_BYTES ? len - done : COPY_PAGES * PAGE_BYTES;
         uint64_t key = first_key + done / PAGE_BYTES;
+        pthread_mutex_lock(&p->io_lock);
         err = mm__pager_read(p, key, piece / PAGE_BYTES, buf);
         if (!err)
             err = copy_in(p, addr + done, buf, piece);
@@ -559,6 +586,7 @@ int mm__pager_fill(mm_pager_t *p, uintptr_t addr, uint64_t len, uint64_t first_k
             mm__pager_forget(p, key, piece / PAGE_BYTES);
             done += piece;
         }
+        pthread_mutex_unlock(&p->io_lock);
     }
     free(buf);
     (void)mm__pager_wake(p, addr, len);
@@ -567,26 +595,17 @@ int mm__pager_fill(mm_pager_t *p, uintptr_t addr, uint64_t len, uint64_t first_k
 
 int mm__pager_zero(mm_pager_t *p, uintptr_t addr, uint64_t len)
 {
-    uint64_t done = 0;
+    /* A copy of zeros rather than UFFDIO_ZEROPAGE, which cannot leave the
+     * page write-protected (see copy_in). */
+    static _Alignas(4096) const uint8_t zeros[COPY_PAGES * PAGE_BYTES];
     int err = 0;
-    while (done < len) {
-        struct uffdio_zeropage z = {
-            .range = {.start = addr + done, .len = len - done},
-            .mode = UFFDIO_ZEROPAGE_MODE_DONTWAKE,
-        };
-        int r = ioctl(p->uffd, UFFDIO_ZEROPAGE, &z);
-        if (z.zeropage > 0)
-            done += (uint64_t)z.zeropage;
-        if (r == 0)
-            continue;
-        if (errno == EEXIST) {
-            done += PAGE_BYTES;
-        } else if (errno != EAGAIN) {
-            err = -errno;
-            break;
-        }
+    for (uint64_t done = 0; !err && done < len;) {
+        uint64_t piece = len - done < sizeof zeros ? len - done : sizeof zeros;
+        err = copy_in(p, addr + done, zeros, piece);
+        done += piece;
     }
-    count(&p->zero_fills, done / PAGE_BYTES);
+    if (!err)
+        count(&p->zero_fills, len / PAGE_BYTES);
     (void)mm__pager_wake(p, addr, len);
     return err;
 }

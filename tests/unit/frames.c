@@ -1284,3 +1284,25 @@ Test(frames, allocation_never_uses_a_discardable_chunk)
     cr_assert_eq(mm__frames_alloc(&m.f, &t, 1, 1, &frame), -ENOSPC);
     meta_fini(&m);
 }
+
+Test(frames, borrow_takes_frames_from_another_threads_reserved_chunk)
+{
+    meta_t m;
+    meta_init(&m, 2);
+    grant_all(&m, 1); /* both chunks reserved for slot 1 */
+    mm_frames_thread_t a = {.slot = 1, .chunk = UINT32_MAX}, b = {.slot = 2, .chunk = UINT32_MAX};
+    uint64_t frame;
+    for (int i = 0; i < 1024; i++)
+        cr_assert_eq(mm__frames_alloc(&m.f, &a, 1, 1, &frame), 0);
+    cr_assert_eq(mm__frames_free(&m.f, 704, 16), 0);
+    cr_assert_eq(mm__frames_alloc(&m.f, &b, 16, 16, &frame), -ENOSPC,
+                 "the freed frames lie in a chunk another thread reserved");
+    cr_assert_eq(mm__frames_borrow(&m.f, &b, 16, 16, &frame), 0);
+    cr_assert_eq(frame, 704);
+    cr_assert(frame_bit(&m, frame));
+    cr_assert_eq(mm_cw_reserver(cw(&m, 1)), 1, "the reservation is untouched");
+    cr_assert_eq(mm__frames_borrow(&m.f, &b, 16, 1, &frame), -ENOSPC);
+    cr_assert_eq(mm__frames_borrow(&m.f, &a, 1, 1, &frame), -ENOSPC,
+                 "a thread does not borrow from its own chunks");
+    meta_fini(&m);
+}

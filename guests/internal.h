@@ -1,0 +1,109 @@
+/*
+ * The guest model's state, shared by guest.c (page allocator, reclaim,
+ * driver), gvm.c (guest-virtual memory) and pagecache.c (disk cache).
+ */
+#ifndef MM_GUEST_INTERNAL_H
+#define MM_GUEST_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "guest.h"
+#include "pager.h"
+#include "swapstore.h"
+
+/* A guest-virtual page's state. */
+enum gv_state {
+    GV_FREE = 0, /* not handed out: touching it is an error (SIGBUS) */
+    GV_UNBACKED, /* handed out, no frames: a touch maps zeroed frames */
+    GV_RESIDENT, /* on frames */
+    GV_SWAPPED,  /* in the swap store: a touch brings it back */
+};
+
+typedef struct gv_page {
+    uint32_t frame;     /* first of its 16 frames (GV_RESIDENT only) */
+    uint8_t state;      /* enum gv_state */
+    uint8_t referenced; /* the LRU's second chance */
+    uint8_t busy;       /* being swapped, moved or brought back: wait */
+    uint8_t reserved;
+} gv_page_t;
+
+typedef struct gv_space {
+    uint8_t *base;  /* the guest-virtual area */
+    uint32_t pages; /* its size in 64 KiB pages */
+    gv_page_t *pt;  /* the page table: pages entries, guarded by g->lock */
+    uint32_t alloc_hint;
+    uint32_t clock_hand;
+    pthread_cond_t idle; /* signalled when a busy page settles */
+} gv_space_t;
+
+typedef struct cache_chunk {
+    uint8_t *addr;                    /* 2 MiB of frames (NULL: slot unused) */
+    uint32_t blocks[MM_CHUNK_FRAMES]; /* disk block in each slot (UINT32_MAX: empty) */
+    uint32_t used;
+    uint64_t stamp; /* last hit, for the LRU */
+    bool discardable;
+} cache_chunk_t;
+
+typedef struct page_cache {
+    int disk_fd;
+    bool direct;     /* O_DIRECT: no host page cache behind the disk */
+    uint64_t blocks; /* disk size in 4 KiB blocks */
+    uint32_t *where; /* per block: chunk * 512 + slot, or UINT32_MAX */
+    cache_chunk_t *chunks;
+    uint32_t max_chunks;
+    uint64_t clock;
+    pthread_mutex_t lock; /* guards everything above but disk_fd */
+} page_cache_t;
+
+#define MAX_SHRINKERS 4
+
+struct mm_guest {
+    mm_guest_opts_t opts;
+    mm_client_t *client;
+    uint8_t *base; /* the region (guest-physical RAM) */
+    int region_fd;
+    int uffd;
+    mm_swap_t *swap; /* NULL without a swap device */
+    mm_pager_t *pager;
+    gv_space_t gv;
+    page_cache_t cache;
+    pthread_mutex_t lock;         /* guards gv and the counters below */
+    pthread_mutex_t reclaim_lock; /* one reclaimer at a time */
+    struct {
+        mm_guest_shrink_fn fn;
+        void *arg;
+    } shrinkers[MAX_SHRINKERS];
+    int shrinker_count;
+    _Atomic bool ready; /* set once open finished: revocations wait for it */
+    _Atomic uint64_t used_bytes, anon_bytes, cache_bytes;
+    _Atomic uint64_t swap_out_bytes, swap_in_bytes, swapped_bytes;
+    _Atomic uint64_t cache_dropped_bytes, cache_lost_bytes, shrunk_bytes;
+    _Atomic uint64_t zero_fills, moves, revocations, cache_hits, cache_misses, swap_errors;
+    _Atomic uint64_t virtual_bytes, first_swap_ns, last_cache_drop_ns;
+};
+
+/* gvm.c */
+int mm__gv_init(mm_guest_t *g, uint64_t virtual_bytes);
+void mm__gv_fini(mm_guest_t *g);
+/* Swap out least recently used pages until bytes are freed; returns bytes. */
+uint64_t mm__gv_swap_out(mm_guest_t *g, uint64_t bytes);
+
+/* pagecache.c */
+int mm__cache_init(mm_guest_t *g);
+void mm__cache_fini(mm_guest_t *g);
+/* Drop least recently used cache chunks until bytes are freed (also
+ * forgetting chunks the host took). Returns the bytes freed. */
+uint64_t mm__cache_drop(mm_guest_t *g, uint64_t bytes);
+
+static inline void guest_count(_Atomic uint64_t *c, int64_t delta)
+{
+    atomic_fetch_add_explicit(c, (uint64_t)delta, memory_order_relaxed);
+}
+
+static inline uint64_t guest_read(_Atomic uint64_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+#endif /* MM_GUEST_INTERNAL_H */
