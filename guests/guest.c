@@ -42,18 +42,12 @@ mm_client_t *mm__guest_client(mm_guest_t *g)
     return g->client;
 }
 
-/* The host's target, and whether it says the guest holds more than that
- * (MM_PRESSURE_HIGH). 0 before the daemon published a target reads as all
- * RAM. */
-static uint64_t target_of(mm_guest_t *g, bool *over)
+/* The host's target; 0 before the daemon published one reads as all RAM. */
+static uint64_t target_of(mm_guest_t *g)
 {
     mm_client_stats_t st;
-    if (over)
-        *over = false;
     if (mm_client_stats(g->client, &st) < 0 || st.target_bytes == 0)
         return g->opts.ram_bytes;
-    if (over)
-        *over = st.pressure == MM_PRESSURE_HIGH;
     return st.target_bytes < g->opts.ram_bytes ? st.target_bytes : g->opts.ram_bytes;
 }
 
@@ -69,15 +63,12 @@ uint64_t mm__guest_reclaim(mm_guest_t *g, uint64_t bytes)
 
 int mm__guest_frames_alloc(mm_guest_t *g, uint64_t bytes, uint64_t align, void **out)
 {
+    /* Growing is the host's call: it grants or refuses installs, and asks
+     * for memory back with a revocation (on_revoke). The target itself is
+     * no watermark here: while capacity is ample it follows the guest's
+     * demand a tick behind, and reclaiming to it would only shrink the guest
+     * for nothing. */
     for (int attempt = 0; attempt < ALLOC_TRIES; attempt++) {
-        /* The target is a watermark only while the host says the guest is
-         * over it: otherwise it follows demand, and growing is the host's
-         * call (it grants or refuses installs). With nothing left to
-         * reclaim the allocation still goes to the host, which decides. */
-        bool over;
-        uint64_t used = guest_read(&g->used_bytes), target = target_of(g, &over);
-        if (over && used + bytes > target)
-            (void)mm__guest_reclaim(g, used + bytes - target);
         int err = mm_alloc(g->client, bytes, align, out);
         if (err == 0) {
             guest_count(&g->used_bytes, (int64_t)bytes);
@@ -113,41 +104,54 @@ int mm__guest_add_shrinker(mm_guest_t *g, mm_guest_shrink_fn fn, void *arg)
     return err;
 }
 
-/* Free at least need bytes the mm driver's way: cache first, then the
- * runtimes' garbage, and swap only for what is still missing. */
-static uint64_t shrink(mm_guest_t *g, uint64_t need)
+/* Resident bytes of the region above the host's target, by the kernel's
+ * count (cache chunks the host took count as soon as it took them). */
+static uint64_t over_target(mm_guest_t *g)
 {
-    pthread_mutex_lock(&g->reclaim_lock);
-    uint64_t freed = mm__cache_drop(g, need);
-    pthread_mutex_unlock(&g->reclaim_lock);
+    int64_t resident = mm__resident_bytes(g->region_fd);
+    uint64_t target = target_of(g);
+    return resident > 0 && (uint64_t)resident > target ? (uint64_t)resident - target : 0;
+}
+
+/* Bring the guest down to its target the mm driver's way: cache first, then
+ * the runtimes' garbage, and swap only for what is still over after that.
+ * Each step looks at the kernel's count again, so what the host already
+ * took by itself is never swapped for. Returns the bytes freed. */
+static uint64_t shrink(mm_guest_t *g)
+{
+    uint64_t freed = 0, need = over_target(g);
+    if (need) {
+        pthread_mutex_lock(&g->reclaim_lock);
+        freed += mm__cache_drop(g, need);
+        pthread_mutex_unlock(&g->reclaim_lock);
+    }
     pthread_mutex_lock(&g->lock);
     int n = g->shrinker_count;
     pthread_mutex_unlock(&g->lock);
-    for (int i = 0; i < n && freed < need; i++) {
-        uint64_t gave = g->shrinkers[i].fn(g->shrinkers[i].arg, need - freed);
+    for (int i = 0; i < n && (need = over_target(g)) > 0; i++) {
+        uint64_t gave = g->shrinkers[i].fn(g->shrinkers[i].arg, need);
         guest_count(&g->shrunk_bytes, (int64_t)gave);
         freed += gave;
     }
-    if (freed < need)
-        freed += mm__guest_reclaim(g, need - freed);
+    if ((need = over_target(g)) > 0)
+        freed += mm__guest_reclaim(g, need);
     return freed;
 }
 
 uint64_t mm__guest_shrink_to_target(mm_guest_t *g)
 {
-    uint64_t used = guest_read(&g->used_bytes), target = target_of(g, NULL);
-    return used > target ? shrink(g, used - target) : 0;
+    return shrink(g);
 }
 
 static uint64_t on_revoke(mm_client_t *client, const mm_revoke_request_t *req, void *arg)
 {
-    (void)client;
+    (void)client, (void)req; /* the target says how far to go, not a stale count */
     mm_guest_t *g = arg;
     if (!atomic_load_explicit(&g->ready, memory_order_acquire))
         return 0;
     guest_count(&g->revocations, 1);
     int64_t before = mm__resident_bytes(g->region_fd);
-    (void)shrink(g, req->bytes);
+    (void)shrink(g);
     int64_t after = mm__resident_bytes(g->region_fd);
     return before > after ? (uint64_t)(before - after) : 0;
 }
@@ -193,7 +197,7 @@ int mm__guest_open(const mm_guest_opts_t *opts, mm_guest_t **out)
         co.name = opts->name ? opts->name : name;
         co.max_bytes = g->opts.ram_bytes;
         co.kind = MM_KIND_GUEST;
-        co.flags = MM_CLIENT_THREAD | MM_CLIENT_NO_POPULATE;
+        co.flags = MM_CLIENT_THREAD | MM_CLIENT_NO_POPULATE | MM_CLIENT_NO_HOST_PAGING;
         co.on_revoke = on_revoke;
         co.revoke_arg = g;
         err = mm_client_open(opts->socket, &co, &g->client);
@@ -246,7 +250,7 @@ void mm__guest_stats(mm_guest_t *g, mm_guest_stats_t *out)
     (void)mm__cache_drop(g, 0);
     memset(out, 0, sizeof *out);
     out->ram_bytes = g->opts.ram_bytes;
-    out->target_bytes = target_of(g, NULL);
+    out->target_bytes = target_of(g);
     int64_t resident = mm__resident_bytes(g->region_fd);
     out->resident_bytes = resident > 0 ? (uint64_t)resident : 0;
     out->used_bytes = guest_read(&g->used_bytes);

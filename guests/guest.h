@@ -122,9 +122,9 @@ void mm__guest_frames_free(mm_guest_t *g, void *addr, uint64_t bytes);
  */
 uint64_t mm__guest_reclaim(mm_guest_t *g, uint64_t bytes);
 
-/* Bring the guest's used frames down to its target, the way its driver
+/* Bring the guest's resident bytes down to its target, the way its driver
  * does it (mm: cache, runtimes' shrink hooks, then swap). Returns bytes
- * freed. Called on revocations and when the target drops. */
+ * freed. Called on revocations. */
 uint64_t mm__guest_shrink_to_target(mm_guest_t *g);
 
 /*

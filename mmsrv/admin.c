@@ -58,6 +58,14 @@ static json_t *client_entry(const mm_host_client_t *c)
     if (!o)
         return NULL;
     json_object_set_new(o, "node", json_integer(c->numa_node));
+    /* Host paging: what is in swap now, what was paged out ever, and
+     * whether the client offered a userfaultfd at all. */
+    json_object_set_new(o, "paged_bytes", json_integer((json_int_t)mm__paging_paged_bytes(c)));
+    json_object_set_new(o, "paged_out_bytes", json_integer((json_int_t)c->paged_out_total));
+    json_object_set_new(o, "host_paging", json_boolean(c->uffd >= 0));
+    json_object_set_new(o, "frozen", json_boolean(c->frozen));
+    json_object_set_new(o, "freezes", json_integer((json_int_t)c->freezes));
+    json_object_set_new(o, "early_thaws", json_integer((json_int_t)c->early_thaws));
     json_object_set_new(o, "last_answer_ms", json_real((double)c->last_answer_ns / 1e6));
     /* The runtime's own report (untrusted: shown, and garbage only ever
      * counts against its own share). */

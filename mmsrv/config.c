@@ -59,6 +59,8 @@ int mm__config_set(mm_server_config_t *cfg, const char *key, const char *value, 
         cfg->admin_socket_path = value;
     } else if (strcmp(key, "state-dir") == 0) {
         cfg->state_dir = value;
+    } else if (strcmp(key, "swap-dir") == 0) {
+        cfg->swap_dir = value;
     } else if (strcmp(key, "admin-group") == 0) {
         struct group *g = getgrnam(value);
         if (!g)

@@ -60,6 +60,7 @@ typedef struct mm_host_client {
     int shared_fd;
     int bell_to_client;
     int bell_to_host;
+    int client_bells[2]; /* the client's ends, until the hello reply sent them */
     mm_watch_t w_sock, w_pid, w_bell;
 
     uint64_t region_bytes;
@@ -89,10 +90,26 @@ typedef struct mm_host_client {
     uint64_t revoke_bytes;
     uint64_t revoke_posted_ns;
     uint64_t revoke_deadline_ns;
-    uint64_t last_answer_ns; /* how long the last answered request took */
+    uint64_t revoke_resident_at_post; /* st_blocks when it was asked */
+    uint64_t last_answer_ns;          /* how long the last answered request took */
     bool revoke_pending;
     bool revoke_missed; /* the last request lapsed unanswered */
     bool revoke_empty;  /* it last answered "nothing", and holds the same since */
+
+    /* Host paging (reclaim step 4, paging.c): the client's userfaultfd and
+     * where its region is mapped; the pager and swap store exist from the
+     * first page-out on. paging_chunks: one bit per chunk registered with
+     * the userfaultfd. */
+    int uffd; /* -1: none offered, or refused */
+    uint64_t region_addr;
+    struct mm_pager *pager;
+    struct mm_swap *swap;
+    uint64_t *paging_chunks;
+    uint32_t paging_cursor;
+    uint64_t paged_out_total; /* bytes paged out by the host, ever */
+    bool frozen;              /* stopped by the host (no userfaultfd): step 5 */
+    bool freeze_confirmed;    /* every thread was seen stopped */
+    uint64_t freezes, early_thaws;
 
     /* Counters shown by mmctl. */
     uint64_t reclaimed_bytes_total; /* taken back by the host, ever */
@@ -104,6 +121,7 @@ typedef struct mm_host_client {
 
 typedef struct mm_server_config {
     const char *state_dir;
+    const char *swap_dir; /* host paging's swap files (NULL: state_dir) */
     const char *socket_path;
     const char *admin_socket_path;
     uint64_t capacity_bytes;
@@ -136,6 +154,19 @@ typedef struct mm_server {
     bool stopping;
     struct mm_reclaim_pool *pool;
 } mm_server_t;
+
+/* paging.c: host paging, reclaim step 4. */
+int mm__paging_offer(mm_server_t *s, mm_host_client_t *c, int uffd, uint64_t region_addr);
+uint64_t mm__paging_force(mm_server_t *s, mm_host_client_t *c, uint64_t bytes);
+void mm__paging_forget_chunks(mm_host_client_t *c, uint32_t first, uint32_t n);
+void mm__paging_release(mm_server_t *s, mm_host_client_t *c);
+/* Orderly stop: put every paged page back and thaw, so that the client runs
+ * on without the daemon. */
+void mm__paging_shutdown(mm_server_t *s, mm_host_client_t *c);
+/* Each tick: thaw frozen clients the policy has room for again, and notice
+ * one continued behind the daemon's back. */
+void mm__paging_tick(mm_server_t *s, mm_host_client_t *c);
+uint64_t mm__paging_paged_bytes(const mm_host_client_t *c);
 
 /* Chunk bits of the host's reclaimed set. */
 static inline bool host_reclaimed(const mm_host_client_t *c, uint32_t chunk)
@@ -178,6 +209,9 @@ int mm__reclaim_pool_start(mm_server_t *s);
 void mm__reclaim_pool_stop(mm_server_t *s);
 /* Recompute targets from demand (granted + unmet) and publish them. */
 void mm__policy_update(mm_server_t *s);
+/* Steps 1 and 2 on one client, at once, on the calling thread: its free and
+ * discardable chunks, up to bytes. Returns the bytes taken. */
+uint64_t mm__reclaim_own(mm_host_client_t *c, uint64_t bytes);
 /* Walk the reclaim ladder: clients above target give their free chunks,
  * then anyone's free chunks while capacity is exceeded, then revocations to
  * whoever is still above target. Returns bytes taken back. */

@@ -28,6 +28,8 @@ static void usage(FILE *out)
             "  --socket PATH        client socket (default: STATE_DIR/mm.sock)\n"
             "  --admin-socket PATH  admin socket (default: STATE_DIR/admin.sock)\n"
             "  --state-dir DIR      state directory (default: %s)\n"
+            "  --swap-dir DIR       where host paging keeps clients' pages; a disk,\n"
+            "                       never tmpfs (default: the state directory)\n"
             "  --capacity SIZE      bytes clients may hold resident (default: MemAvailable)\n"
             "  --admin-group NAME   group allowed on the admin socket besides root\n"
             "  --idle-tax RATE      idle memory tax, 0 to 0.99 (default 0.75)\n"
@@ -80,6 +82,7 @@ typedef struct options {
 static const struct option longopts[] = {{"socket", required_argument, 0, 0},
                                          {"admin-socket", required_argument, 0, 0},
                                          {"state-dir", required_argument, 0, 0},
+                                         {"swap-dir", required_argument, 0, 0},
                                          {"capacity", required_argument, 0, 0},
                                          {"admin-group", required_argument, 0, 0},
                                          {"log-level", required_argument, 0, 0},

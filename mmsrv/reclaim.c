@@ -74,6 +74,7 @@ static void punch_run(mm_host_client_t *c, uint32_t first, uint32_t n)
     if (err < 0)
         log_warn("client %u: punching chunks %u..%u: %s", c->id, first, first + n - 1,
                  strerror(-err));
+    mm__paging_forget_chunks(c, first, n);
 }
 
 /* What a scan takes: step 1's free chunks (idle reservations only when
@@ -131,6 +132,11 @@ static uint32_t reclaim_client(mm_host_client_t *c, uint32_t want)
         mm__refresh_idle(c);
     }
     return taken;
+}
+
+uint64_t mm__reclaim_own(mm_host_client_t *c, uint64_t bytes)
+{
+    return (uint64_t)reclaim_client(c, chunks_up(bytes)) * MM_CHUNK_SIZE;
 }
 
 static void run_job(reclaim_job_t *j)
@@ -316,7 +322,9 @@ void mm__policy_update(mm_server_t *s)
     }
     for (size_t i = 0; i < n; i++) {
         mm_host_client_t *c = list[i];
-        in[i] = (mm_policy_input_t){.demand_bytes = held_of(c) + c->unmet_bytes,
+        /* A frozen client still wants the pages the host took from it. */
+        uint64_t frozen_out = c->frozen ? mm__paging_paged_bytes(c) : 0;
+        in[i] = (mm_policy_input_t){.demand_bytes = held_of(c) + c->unmet_bytes + frozen_out,
                                     .idle_bytes = c->idle_bytes,
                                     .min_bytes = c->min_bytes,
                                     .max_bytes = c->max_bytes,
@@ -342,7 +350,8 @@ void mm__refresh_idle(mm_host_client_t *c)
      * memory idle, which only lowers its own share. Discardable chunks are
      * clean caches, idle by definition. */
     uint64_t garbage = atomic_load_explicit(&c->ctl->garbage_bytes, memory_order_relaxed);
-    uint64_t idle_owned = garbage + u.discardable_bytes;
+    uint64_t idle_owned =
+        garbage > UINT64_MAX - u.discardable_bytes ? UINT64_MAX : garbage + u.discardable_bytes;
     c->idle_bytes = u.free_bytes + (idle_owned < u.owned_bytes ? idle_owned : u.owned_bytes);
 }
 
@@ -413,6 +422,8 @@ static void post_revocation(mm_host_client_t *c, uint64_t bytes, uint32_t reason
     c->revoke_seq++;
     c->revoke_bytes = bytes;
     c->revoke_posted_ns = now;
+    mm__refresh_resident(c);
+    c->revoke_resident_at_post = c->resident_bytes;
     c->revoke_deadline_ns = now + REVOKE_BASE_NS + (bytes >> 20) * REVOKE_NS_PER_MIB;
     c->revoke_pending = true;
     atomic_store_explicit(&ctl->revoke_bytes, bytes, memory_order_relaxed);
@@ -637,6 +648,34 @@ static bool any_actionable_over_target(mm_server_t *s)
     return false;
 }
 
+/*
+ * The forced steps, for clients that let a revocation lapse and still hold
+ * more than their target: host paging where the client offered a
+ * userfaultfd, else freezing it (paging.c). At most a batch per client per
+ * tick.
+ */
+static void force_revocation(mm_server_t *s)
+{
+    struct cds_lfht_iter iter;
+    mm_host_client_t *c;
+    for_each_client(s, iter, c)
+    {
+        mm__paging_tick(s, c);
+        if (!c->revoke_missed)
+            continue;
+        /* A client still giving memory back since the last look is late,
+         * not unwilling: it is left to finish (a guest swapping takes
+         * longer on a loaded host than the deadline allows). */
+        uint64_t before = c->resident_bytes;
+        mm__refresh_resident(c);
+        bool progress = c->resident_bytes < before && !c->frozen && c->paged_out_total == 0;
+        if (progress || held_of(c) <= c->target_bytes)
+            continue;
+        if (mm__paging_force(s, c, held_of(c) - c->target_bytes) > 0)
+            mm__policy_update(s);
+    }
+}
+
 void mm__reclaim_tick(mm_server_t *s)
 {
     struct cds_lfht_iter iter;
@@ -669,4 +708,5 @@ void mm__reclaim_tick(mm_server_t *s)
     }
     if (excess_chunks(s) > 0 || any_actionable_over_target(s))
         mm__reclaim(s);
+    force_revocation(s);
 }

@@ -68,6 +68,7 @@ void mm__registry_fini(mm_server_t *s)
         /* On shutdown the clients keep their memory: their mappings hold
          * it, and a later daemon takes them back (see docs). */
         cds_lfht_del(s->registry, &c->node);
+        mm__paging_shutdown(s, c);
         close(c->region_fd);
         close(c->shared_fd);
         call_rcu(&c->rcu, free_client);
@@ -140,6 +141,8 @@ int mm__client_accept(mm_server_t *s, int sock)
         return -ENOMEM;
     c->sock = sock;
     c->pidfd = c->region_fd = c->shared_fd = c->bell_to_client = c->bell_to_host = -1;
+    c->client_bells[0] = c->client_bells[1] = -1;
+    c->uffd = -1;
     int err = mm__peer_identity(sock, &c->pid, &c->uid, &c->gid, &c->pidfd);
     if (err < 0) {
         log_warn("refusing a client without a pidfd: %s", strerror(-err));
@@ -174,6 +177,15 @@ static void send_error(mm_host_client_t *c, uint32_t seq, int status, const char
     (void)mm__send_msg(c->sock, &e, sizeof e, NULL, 0);
 }
 
+static void close_client_bells(mm_host_client_t *c)
+{
+    for (int i = 0; i < 2; i++)
+        if (c->client_bells[i] >= 0) {
+            close(c->client_bells[i]);
+            c->client_bells[i] = -1;
+        }
+}
+
 void mm__client_remove(mm_server_t *s, mm_host_client_t *c, const char *why)
 {
     if (c->state == MM_CLIENT_GONE)
@@ -184,6 +196,7 @@ void mm__client_remove(mm_server_t *s, mm_host_client_t *c, const char *why)
     unwatch(s, &c->sock);
     unwatch(s, &c->pidfd);
     unwatch(s, &c->bell_to_host);
+    mm__paging_release(s, c);
     if (registered) {
         /* Its memory returns to the pool at once. */
         int err = mm__punch(c->region_fd, 0, c->region_bytes);
@@ -196,6 +209,7 @@ void mm__client_remove(mm_server_t *s, mm_host_client_t *c, const char *why)
     for (size_t i = 0; i < 3; i++)
         if (fds[i] >= 0)
             close(fds[i]);
+    close_client_bells(c);
     c->state = MM_CLIENT_GONE;
     if (registered)
         mm__registry_del(s, c);
@@ -235,11 +249,13 @@ static int create_memory(mm_host_client_t *c)
         return -ENOMEM;
     for (uint32_t i = 0; i < c->chunk_count; i++)
         host_set_reclaimed(c, i, true);
-    c->bell_to_client = mm__doorbell_create();
-    if (c->bell_to_client < 0)
-        return c->bell_to_client;
-    c->bell_to_host = mm__doorbell_create();
-    return c->bell_to_host < 0 ? c->bell_to_host : 0;
+    /* Each doorbell is a socketpair: the client gets its own end, so it
+     * cannot make the daemon's end block (an eventfd shares one open file,
+     * whose O_NONBLOCK the client could clear). */
+    err = mm__doorbell_pair(&c->bell_to_client, &c->client_bells[0]);
+    if (err == 0)
+        err = mm__doorbell_pair(&c->bell_to_host, &c->client_bells[1]);
+    return err;
 }
 
 /* The client's NUMA pool: the node it asked for, or the pool with the most
@@ -314,8 +330,9 @@ static int handle_hello(mm_server_t *s, mm_host_client_t *c, const mm_msg_hello_
     r.region_bytes = c->region_bytes;
     r.shared_bytes = c->shared_bytes;
     r.chunk_count = c->chunk_count;
-    int fds[MM_FD_COUNT] = {c->region_fd, c->shared_fd, c->bell_to_client, c->bell_to_host};
+    int fds[MM_FD_COUNT] = {c->region_fd, c->shared_fd, c->client_bells[0], c->client_bells[1]};
     err = mm__send_msg(c->sock, &r, sizeof r, fds, MM_FD_COUNT);
+    close_client_bells(c); /* the client holds them now */
     if (err == 0)
         err = watch(s, c->bell_to_host, &c->w_bell, MM_WATCH_CLIENT_BELL, c);
     if (err < 0)
@@ -397,6 +414,18 @@ static void reject(mm_server_t *s, mm_host_client_t *c, const void *buf, size_t 
     mm__client_remove(s, c, why);
 }
 
+/* A paging offer: kept if the fd is a userfaultfd; a refused one only means
+ * the client is frozen rather than paged if it ever misses a deadline. */
+static void on_paging_offer(mm_server_t *s, mm_host_client_t *c, const mm_msg_paging_t *m, int fd)
+{
+    int err =
+        c->state == MM_CLIENT_REGISTERED ? mm__paging_offer(s, c, fd, m->region_addr) : -EPROTO;
+    if (err < 0) {
+        log_warn("client %u (%s): paging offer refused: %s", c->id, c->name, strerror(-err));
+        close(fd);
+    }
+}
+
 void mm__client_on_message(mm_server_t *s, mm_host_client_t *c)
 {
     union {
@@ -404,12 +433,14 @@ void mm__client_on_message(mm_server_t *s, mm_host_client_t *c)
         uint8_t buf[MM_MSG_MAX_BYTES];
     } u;
     for (int i = 0; i < MESSAGES_PER_EVENT && c->state != MM_CLIENT_GONE && c->sock >= 0; i++) {
-        int fds[1], nfds;
-        /* No message from a client carries fds: any it sends are closed. */
-        ssize_t n = mm__recv_msg(c->sock, u.buf, sizeof u.buf, fds, 0, &nfds);
+        int fds[1], nfds = 0;
+        /* Only a paging offer carries an fd (one): any other is closed. */
+        ssize_t n = mm__recv_msg(c->sock, u.buf, sizeof u.buf, fds, 1, &nfds);
         if (n == -EAGAIN)
             return;
         if (n == 0 || n == -ECONNRESET) {
+            if (n == 0 && nfds > 0)
+                close(fds[0]);
             on_hangup(s, c);
             return;
         }
@@ -419,9 +450,17 @@ void mm__client_on_message(mm_server_t *s, mm_host_client_t *c)
             return;
         }
         int type = mm__msg_check(u.buf, (size_t)n);
+        if (type >= 0 && (nfds > 0) != (type == MM_MSG_PAGING))
+            type = -EBADMSG; /* an fd where none belongs, or none where one does */
         if (type < 0) {
+            if (nfds > 0)
+                close(fds[0]);
             reject(s, c, u.buf, (size_t)n, type);
             return;
+        }
+        if (type == MM_MSG_PAGING) {
+            on_paging_offer(s, c, (const mm_msg_paging_t *)u.buf, fds[0]);
+            continue;
         }
         if (handle_message(s, c, u.buf, type) < 0) {
             mm__client_remove(s, c, "request failed");
@@ -441,9 +480,20 @@ void mm__client_on_bell(mm_server_t *s, mm_host_client_t *c)
     uint64_t acked = atomic_load_explicit(&c->ctl->ack_seq, memory_order_acquire);
     if (acked != c->revoke_seq)
         return;
-    /* The client's word, capped at what was asked: only a report. A late
-     * answer still counts, and makes the client eligible to be asked again. */
-    uint64_t given = atomic_load_explicit(&c->ctl->ack_bytes, memory_order_relaxed);
+    /* The client's word is only a claim: what counts is what st_blocks
+     * dropped by since the request, capped at the claim and at what was
+     * asked. A late answer still counts. An answer that gave nothing marks
+     * the client as having nothing until its holding changes, so that a
+     * client claiming much and giving nothing is not asked again at once. */
+    uint64_t claimed = atomic_load_explicit(&c->ctl->ack_bytes, memory_order_relaxed);
+    /* What it freed for this request may still be resident: take its free
+     * chunks first, as much as it claims to have given. */
+    (void)mm__reclaim_own(c, claimed < c->revoke_bytes ? claimed : c->revoke_bytes);
+    mm__refresh_resident(c);
+    uint64_t dropped = c->revoke_resident_at_post > c->resident_bytes
+                           ? c->revoke_resident_at_post - c->resident_bytes
+                           : 0;
+    uint64_t given = claimed < dropped ? claimed : dropped;
     if (given > c->revoke_bytes)
         given = c->revoke_bytes;
     c->revoke_pending = false;

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "frames.h"
+#include "pager.h"
 #include "platform.h"
 #include "wire.h"
 
@@ -32,6 +33,7 @@ struct mm_client {
     int sock;
     int fds[MM_FD_COUNT]; /* region, shared, doorbell to client, to host */
     int stop_fd;          /* eventfd that stops the background thread */
+    int uffd;             /* for host paging; kept open as long as the client */
     uint8_t *base;        /* region mapping */
     uint64_t region_bytes;
     void *shared;
@@ -242,11 +244,33 @@ static void release_client(mm_client_t *c)
             close(c->fds[i]);
     if (c->stop_fd >= 0)
         close(c->stop_fd);
+    if (c->uffd >= 0)
+        close(c->uffd);
     if (c->sock >= 0)
         close(c->sock);
     pthread_mutex_destroy(&c->sock_lock);
     pthread_mutex_destroy(&c->dispatch_lock);
     free(c);
+}
+
+/*
+ * Give the host a userfaultfd over this process, so that it can page the
+ * region out and back instead of freezing the process when it misses a
+ * revocation deadline. The host registers ranges only when it pages them.
+ * Without the privilege for a full userfaultfd there is nothing to offer.
+ */
+static void offer_paging(mm_client_t *c)
+{
+    int uffd = mm__uffd_open();
+    if (uffd < 0)
+        return;
+    mm_msg_paging_t m = {.region_addr = (uintptr_t)c->base};
+    mm__msg_init(&m.hdr, MM_MSG_PAGING, sizeof m, 0);
+    if (mm__send_msg(c->sock, &m, sizeof m, &uffd, 1) < 0) {
+        close(uffd);
+        return;
+    }
+    c->uffd = uffd;
 }
 
 MM_EXPORT int mm_client_open(const char *socket_path, const mm_client_opts_t *opts,
@@ -262,7 +286,7 @@ MM_EXPORT int mm_client_open(const char *socket_path, const mm_client_opts_t *op
     mm_client_t *c = calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
-    c->sock = c->stop_fd = -1;
+    c->sock = c->stop_fd = c->uffd = -1;
     for (int i = 0; i < MM_FD_COUNT; i++)
         c->fds[i] = -1;
     pthread_mutex_init(&c->sock_lock, NULL);
@@ -279,6 +303,8 @@ MM_EXPORT int mm_client_open(const char *socket_path, const mm_client_opts_t *op
     }
     if (err >= 0)
         err = map_client(c);
+    if (err >= 0 && !(opts->flags & MM_CLIENT_NO_HOST_PAGING))
+        offer_paging(c);
     if (err >= 0 && (opts->flags & MM_CLIENT_THREAD)) {
         c->stop_fd = mm__doorbell_create();
         err = c->stop_fd < 0 ? c->stop_fd : -pthread_create(&c->thread, NULL, answer_thread, c);

@@ -22,6 +22,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "platform.h"
@@ -157,7 +158,20 @@ void mm__pager_destroy(mm_pager_t *p)
         uint64_t one = 1;
         /* The thread polls stop_fd; an eventfd write of 1 cannot fail here. */
         (void)!write(p->stop_fd, &one, sizeof one);
-        pthread_join(p->thread, NULL);
+        /* A peer sharing the fd can make the thread's read block (clearing
+         * O_NONBLOCK on the open file it shares): read is a cancellation
+         * point, and the thread holds no lock while in it. */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 200 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        if (pthread_timedjoin_np(p->thread, NULL, &until) != 0) {
+            pthread_cancel(p->thread);
+            pthread_join(p->thread, NULL);
+        }
     }
     close(p->stop_fd);
     pthread_mutex_destroy(&p->io_lock);
@@ -173,6 +187,8 @@ int mm__pager_fd(const mm_pager_t *p)
 static void *pager_thread(void *arg)
 {
     mm_pager_t *p = arg;
+    /* Cancellable only inside the read of the fd (see mm__pager_destroy). */
+    (void)pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
     struct pollfd fds[2] = {{.fd = p->uffd, .events = POLLIN},
                             {.fd = p->stop_fd, .events = POLLIN}};
     for (;;) {
@@ -225,6 +241,12 @@ int mm__pager_register(mm_pager_t *p, uintptr_t start, uint64_t len, bool wp)
         .mode = UFFDIO_REGISTER_MODE_MISSING | (wp ? UFFDIO_REGISTER_MODE_WP : 0),
     };
     return ioctl(p->uffd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
+}
+
+int mm__pager_unregister(mm_pager_t *p, uintptr_t start, uint64_t len)
+{
+    struct uffdio_range r = {.start = start, .len = len};
+    return ioctl(p->uffd, UFFDIO_UNREGISTER, &r) < 0 ? -errno : 0;
 }
 
 static int write_protect(mm_pager_t *p, uintptr_t addr, uint64_t len, bool on)
@@ -323,7 +345,10 @@ int mm__pager_dispatch(mm_pager_t *p)
     struct uffd_msg msgs[MSGS_PER_READ];
     int handled = 0;
     for (;;) {
+        int was;
+        (void)pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &was);
         ssize_t n = read(p->uffd, msgs, sizeof msgs);
+        (void)pthread_setcancelstate(was, NULL);
         if (n < 0) {
             if (errno == EINTR)
                 continue;

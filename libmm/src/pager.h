@@ -102,6 +102,8 @@ int mm__pager_route(mm_pager_t *p, uintptr_t start, uint64_t len, mm_pager_missi
  * again).
  */
 int mm__pager_register(mm_pager_t *p, uintptr_t start, uint64_t len, bool wp);
+/* Undo a registration: faults in the range are the kernel's again. */
+int mm__pager_unregister(mm_pager_t *p, uintptr_t start, uint64_t len);
 
 /*
  * A copy that must not race the owner's writes: while [addr, addr+len) is

@@ -87,20 +87,53 @@ int mm__doorbell_create(void)
     return fd < 0 ? -errno : fd;
 }
 
+int mm__doorbell_pair(int *keep, int *give)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+        return -errno;
+    *keep = sv[0];
+    *give = sv[1];
+    return 0;
+}
+
 int mm__doorbell_ring(int fd)
 {
-    uint64_t one = 1;
-    if (write(fd, &one, sizeof one) == (ssize_t)sizeof one)
+    /* A socketpair end: MSG_DONTWAIT holds whatever the peer did to its
+     * own end's flags. A full queue is still rung. */
+    char one = 1;
+    if (send(fd, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
         return 0;
-    return errno == EAGAIN ? 0 : -errno; /* a full counter is still rung */
+    if (errno == EAGAIN || errno == ENOBUFS)
+        return 0;
+    if (errno != ENOTSOCK)
+        return -errno;
+    uint64_t add = 1; /* an eventfd */
+    if (write(fd, &add, sizeof add) == (ssize_t)sizeof add)
+        return 0;
+    return errno == EAGAIN ? 0 : -errno;
 }
+
+/* Rings read per drain: a peer ringing non-stop is read again at the next
+ * wakeup rather than holding this one. */
+#define DRAIN_MAX 64
 
 int mm__doorbell_drain(int fd)
 {
-    uint64_t count;
-    if (read(fd, &count, sizeof count) == (ssize_t)sizeof count)
-        return 0;
-    return errno == EAGAIN ? 0 : -errno;
+    char buf[16];
+    for (int i = 0; i < DRAIN_MAX; i++) {
+        if (recv(fd, buf, sizeof buf, MSG_DONTWAIT) >= 0)
+            continue;
+        if (errno == EAGAIN)
+            return 0;
+        if (errno != ENOTSOCK)
+            return -errno;
+        uint64_t count; /* an eventfd */
+        if (read(fd, &count, sizeof count) == (ssize_t)sizeof count)
+            return 0;
+        return errno == EAGAIN ? 0 : -errno;
+    }
+    return 0;
 }
 
 int mm__pidfd_open(pid_t pid)

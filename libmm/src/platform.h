@@ -42,8 +42,12 @@ int mm__range_has_data(int fd, uint64_t offset, uint64_t len);
 /* Make [addr, addr+len) resident and writable in one call. */
 int mm__populate_write(void *addr, size_t len);
 
-/* Eventfd doorbells: create (non-blocking, close-on-exec), ring, drain. */
+/* Doorbells: an eventfd within one process (create), or a socketpair
+ * between two (pair: one end to keep, one to give; each side has its own
+ * open file, so neither can make the other block). ring and drain work on
+ * both kinds and never block. */
 int mm__doorbell_create(void);
+int mm__doorbell_pair(int *keep, int *give);
 int mm__doorbell_ring(int fd);
 int mm__doorbell_drain(int fd);
 

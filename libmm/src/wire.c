@@ -66,6 +66,8 @@ static long fixed_length(uint16_t type)
         return sizeof(mm_msg_bye_t);
     case MM_MSG_ERROR:
         return sizeof(mm_msg_error_t);
+    case MM_MSG_PAGING:
+        return sizeof(mm_msg_paging_t);
     case MM_MSG_INSTALL:
     case MM_MSG_INSTALL_REPLY:
         return 0;
@@ -110,6 +112,12 @@ int mm__msg_check(const void *buf, size_t len)
         if (((const mm_msg_hello_reply_t *)buf)->status > 0)
             err = -EINVAL;
         break;
+    case MM_MSG_PAGING: {
+        const mm_msg_paging_t *m = buf;
+        if (m->flags != 0 || m->region_addr % MM_FRAME_SIZE || m->region_addr == 0)
+            err = -EINVAL;
+        break;
+    }
     default:
         break;
     }
@@ -122,6 +130,7 @@ const char *mm__msg_type_name(uint16_t type)
         [MM_MSG_HELLO] = "hello",     [MM_MSG_HELLO_REPLY] = "hello-reply",
         [MM_MSG_INSTALL] = "install", [MM_MSG_INSTALL_REPLY] = "install-reply",
         [MM_MSG_BYE] = "bye",         [MM_MSG_ERROR] = "error",
+        [MM_MSG_PAGING] = "paging",
     };
     if (type < sizeof names / sizeof names[0] && names[type])
         return names[type];

@@ -28,6 +28,7 @@ struct hold_opts {
     uint64_t hold_bytes;
     uint64_t free_bytes;
     bool uncooperative;
+    bool no_host_paging;
 };
 
 /* One allocation of at most a chunk; word_base is the global index of its
@@ -49,7 +50,7 @@ struct hold {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: mmhold --socket PATH [--name NAME] --hold SIZE --free SIZE "
-               "[--uncooperative]\n"
+               "[--uncooperative] [--no-host-paging]\n"
                "\n"
                "Allocate SIZE bytes from mmsrv, fill them with a checksummed pattern,\n"
                "free --free of them in whole 2 MiB chunks, print \"ready\" and wait.\n"
@@ -60,6 +61,8 @@ static void usage(FILE *f)
                "  --hold SIZE        bytes to allocate and fill (e.g. 200M)\n"
                "  --free SIZE        bytes to free again, rounded down to whole chunks\n"
                "  --uncooperative    never answer the host's revocation requests\n"
+               "  --no-host-paging   offer the host no userfaultfd: if it must force\n"
+               "                     memory back, it freezes this process instead\n"
                "  --help             show this help\n");
 }
 
@@ -101,13 +104,10 @@ static int check_opts(const struct hold_opts *o, bool have_hold, bool have_free)
 static int parse_args(int argc, char **argv, struct hold_opts *o)
 {
     static const struct option longopts[] = {
-        {"socket", required_argument, NULL, 's'},
-        {"name", required_argument, NULL, 'n'},
-        {"hold", required_argument, NULL, 'H'},
-        {"free", required_argument, NULL, 'f'},
-        {"uncooperative", no_argument, NULL, 'u'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"socket", required_argument, NULL, 's'},  {"name", required_argument, NULL, 'n'},
+        {"hold", required_argument, NULL, 'H'},    {"free", required_argument, NULL, 'f'},
+        {"uncooperative", no_argument, NULL, 'u'}, {"no-host-paging", no_argument, NULL, 'P'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
     };
     bool have_hold = false, have_free = false;
     int c;
@@ -133,6 +133,9 @@ static int parse_args(int argc, char **argv, struct hold_opts *o)
             break;
         case 'u':
             o->uncooperative = true;
+            break;
+        case 'P':
+            o->no_host_paging = true;
             break;
         case 'h':
             usage(stdout);
@@ -176,6 +179,8 @@ static int open_client(const struct hold_opts *o, mm_client_t **out)
     copts.name = o->name;
     copts.max_bytes = (o->hold_bytes + MM_CHUNK_SIZE - 1) / MM_CHUNK_SIZE * MM_CHUNK_SIZE;
     copts.flags = o->uncooperative ? 0 : MM_CLIENT_THREAD;
+    if (o->no_host_paging)
+        copts.flags |= MM_CLIENT_NO_HOST_PAGING;
     copts.on_revoke = on_revoke;
     rc = mm_client_open(o->socket, &copts, out);
     if (rc < 0)

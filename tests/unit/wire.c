@@ -227,7 +227,7 @@ Test(wire, eprotonosupport_when_version_differs)
 Test(wire, eproto_when_type_is_unknown)
 {
     msg_buf_t b;
-    const uint16_t types[] = {0, MM_MSG_ERROR + 1, 100, 0xffff};
+    const uint16_t types[] = {0, MM_MSG_PAGING + 1, 100, 0xffff};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         size_t len = make_bye(&b);
         b.hdr.type = types[i];
@@ -487,8 +487,9 @@ Test(wire, type_name_when_known_or_unknown)
     cr_assert_str_eq(mm__msg_type_name(MM_MSG_INSTALL_REPLY), "install-reply");
     cr_assert_str_eq(mm__msg_type_name(MM_MSG_BYE), "bye");
     cr_assert_str_eq(mm__msg_type_name(MM_MSG_ERROR), "error");
+    cr_assert_str_eq(mm__msg_type_name(MM_MSG_PAGING), "paging");
     cr_assert_str_eq(mm__msg_type_name(0), "unknown");
-    cr_assert_str_eq(mm__msg_type_name(MM_MSG_ERROR + 1), "unknown");
+    cr_assert_str_eq(mm__msg_type_name(MM_MSG_PAGING + 1), "unknown");
     cr_assert_str_eq(mm__msg_type_name(0xffff), "unknown");
 }
 
@@ -576,4 +577,21 @@ Test(util, strerror_gives_text_when_code_known_or_not)
         cr_assert_gt(strlen(s), 0, "code %d", codes[i]);
     }
     cr_assert_str_neq(mm_strerror(-EINVAL), mm_strerror(-ENOMEM));
+}
+
+Test(wire, paging_offer_checks_its_address_and_flags)
+{
+    mm_msg_paging_t m = {.region_addr = 0x7f0000000000ull};
+    mm__msg_init(&m.hdr, MM_MSG_PAGING, sizeof m, 9);
+    cr_assert_eq(mm__msg_check(&m, sizeof m), MM_MSG_PAGING);
+    m.flags = 1;
+    cr_assert_eq(mm__msg_check(&m, sizeof m), -EINVAL, "no flags are defined");
+    m.flags = 0;
+    m.region_addr += 8;
+    cr_assert_eq(mm__msg_check(&m, sizeof m), -EINVAL, "the region is page-aligned");
+    m.region_addr = 0;
+    cr_assert_eq(mm__msg_check(&m, sizeof m), -EINVAL);
+    m.region_addr = 0x7f0000000000ull;
+    m.hdr.length = sizeof m - 8;
+    cr_assert_eq(mm__msg_check(&m, sizeof m - 8), -EPROTO);
 }

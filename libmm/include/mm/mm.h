@@ -57,6 +57,10 @@ enum mm_client_flags {
      * frames it uses (a guest model that maps frames elsewhere and populates
      * those mappings), so free frames of an installed chunk stay holes. */
     MM_CLIENT_NO_POPULATE = 1u << 1,
+    /* Do not give the host a userfaultfd for paging: a client that misses
+     * a revocation deadline is then frozen rather than paged (a guest model
+     * whose own userfaultfd serves its swap). */
+    MM_CLIENT_NO_HOST_PAGING = 1u << 2,
 };
 
 typedef struct mm_client_opts {

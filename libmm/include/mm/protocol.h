@@ -190,6 +190,7 @@ enum mm_msg_type {
     MM_MSG_INSTALL_REPLY = 4, /* host -> client: the chunks granted */
     MM_MSG_BYE = 5,           /* client -> host: orderly close */
     MM_MSG_ERROR = 6,         /* host -> client: request refused */
+    MM_MSG_PAGING = 7,        /* client -> host, with 1 fd: its userfaultfd */
 };
 
 enum mm_client_kind {
@@ -259,6 +260,17 @@ typedef struct mm_msg_error {
     char text[MM_ERROR_TEXT_MAX]; /* NUL-terminated */
 } mm_msg_error_t;
 
+/*
+ * The client's userfaultfd, for host paging (reclaim step 4), and the
+ * address its region is mapped at in the client. No reply: the host checks
+ * the fd and the mapping, and a client it cannot page is frozen instead.
+ */
+typedef struct mm_msg_paging {
+    mm_msg_hdr_t hdr;
+    uint64_t region_addr; /* 4 KiB-aligned */
+    uint64_t flags;       /* none defined yet: must be 0 */
+} mm_msg_paging_t;
+
 /* Room for the largest message either side sends. */
 #define MM_MSG_MAX_BYTES sizeof(mm_msg_install_reply_t)
 
@@ -268,5 +280,6 @@ _Static_assert(sizeof(mm_msg_hello_reply_t) == 48, "hello reply layout");
 _Static_assert(offsetof(mm_msg_install_t, chunks) == 24, "install layout");
 _Static_assert(offsetof(mm_msg_install_reply_t, chunks) == 24, "install reply layout");
 _Static_assert(sizeof(mm_msg_error_t) == 148, "error layout");
+_Static_assert(sizeof(mm_msg_paging_t) == 32, "paging layout");
 
 #endif /* MM_PROTOCOL_H */

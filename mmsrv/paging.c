@@ -1,0 +1,451 @@
+/*
+ * Host paging: reclaim step 4. A client that let a revocation lapse and
+ * still holds more than its target has chunks of its region paged out by
+ * the daemon, through the paging engine (libmm/src/pager.h) and the
+ * userfaultfd the client offered (MM_MSG_PAGING), and faulted back when it
+ * touches them (on the pager's own thread, one per paged client). Only what was stored durably is
+ * punched: nothing is lost.
+ *
+ * The daemon registers a chunk with the client's userfaultfd only when it
+ * first pages it (registering the whole region at once would send every
+ * first touch of a fresh page through the daemon). A chunk is paged with write protection on, so no
+ * write of the client races the copy. Which chunks: the host cannot see the client's accessed bits,
+ * so a cursor walks the region and takes the next resident chunks in turn (a CLOCK without
+ * reference bits), skipping discardable ones (step 2 takes those without a copy).
+ *
+ * The swap file lives in --swap-dir (default: the state directory), one per
+ * client, created at its first page-out with room for its whole region, and
+ * removed with the client. Faults are answered 64 KiB at a time.
+ *
+ * Threads: the event-loop thread, like the rest of the host record, except
+ * host_fill (the pager's thread: it reads only what never changes while the
+ * pager lives) and mm__paging_forget_chunks (a reclaim worker, while the
+ * loop waits).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "pager.h"
+#include "platform.h"
+#include "swapstore.h"
+
+/* At most this much is paged out per client per tick (100 ms): the event
+ * loop serves everyone else in between. */
+#define PAGE_OUT_PER_TICK ((uint64_t)32 << 20)
+/* A fault brings back this much around the faulting page. */
+#define FILL_BYTES ((uint64_t)64 << 10)
+
+static bool chunk_registered(const mm_host_client_t *c, uint32_t chunk)
+{
+    return c->paging_chunks[chunk / 64] >> (chunk % 64) & 1;
+}
+
+/* Is fd a userfaultfd? Its /proc link names the anonymous inode. */
+static bool is_userfaultfd(int fd)
+{
+    char path[64], target[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, target, sizeof target - 1);
+    if (n < 0)
+        return false;
+    target[n] = '\0';
+    return strcmp(target, "anon_inode:[userfaultfd]") == 0;
+}
+
+/*
+ * Does the client map its region at addr? Every byte of [addr, addr+len)
+ * must be covered by mappings of the region's inode at the matching offset,
+ * read from /proc/PID/maps: the daemon never takes the client's word for
+ * where to register.
+ */
+static bool region_mapped_at(const mm_host_client_t *c, uint64_t addr, uint64_t len)
+{
+    struct stat st;
+    char path[64], line[512];
+    if (fstat(c->region_fd, &st) < 0)
+        return false;
+    snprintf(path, sizeof path, "/proc/%d/maps", (int)c->pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return false;
+    uint64_t covered = addr;
+    while (covered < addr + len && fgets(line, sizeof line, f)) {
+        unsigned long long lo, hi, off, ino;
+        unsigned maj, min;
+        if (sscanf(line, "%llx-%llx %*s %llx %x:%x %llu", &lo, &hi, &off, &maj, &min, &ino) != 6)
+            continue;
+        if (ino != st.st_ino || lo > covered || hi <= covered ||
+            off + (covered - lo) != covered - addr)
+            continue;
+        covered = hi;
+    }
+    fclose(f);
+    return covered >= addr + len;
+}
+
+int mm__paging_offer(mm_server_t *s, mm_host_client_t *c, int uffd, uint64_t region_addr)
+{
+    (void)s;
+    if (c->uffd >= 0)
+        return -EALREADY;
+    if (!is_userfaultfd(uffd))
+        return -EBADF;
+    if (region_addr + c->region_bytes < region_addr)
+        return -EINVAL;
+    c->paging_chunks = calloc((c->chunk_count + 63) / 64, sizeof *c->paging_chunks);
+    if (!c->paging_chunks)
+        return -ENOMEM;
+    c->uffd = uffd;
+    c->region_addr = region_addr;
+    log_debug("client %u: offered host paging at %#llx", c->id, (unsigned long long)region_addr);
+    return 0;
+}
+
+/* The route of a client's missing faults: its copy from swap, or zeros. */
+static int host_fill(void *arg, uintptr_t addr, bool write)
+{
+    (void)write;
+    mm_host_client_t *c = arg;
+    uint64_t off = (addr - c->region_addr) & ~(FILL_BYTES - 1);
+    uint64_t len = off + FILL_BYTES <= c->region_bytes ? FILL_BYTES : c->region_bytes - off;
+    return mm__pager_fill(c->pager, c->region_addr + off, len, off / MM_FRAME_SIZE);
+}
+
+/* The client's swap store, made at its first forced step. */
+static int ensure_swap(mm_server_t *s, mm_host_client_t *c)
+{
+    if (c->swap)
+        return 0;
+    char path[4096];
+    const char *dir = s->cfg.swap_dir ? s->cfg.swap_dir : s->cfg.state_dir;
+    snprintf(path, sizeof path, "%s/swap-%u", dir, c->id);
+    uint64_t frames = c->region_bytes / MM_FRAME_SIZE;
+    int err = mm__swap_open(path, frames, frames, &c->swap);
+    if (err == -EXDEV)
+        log_error("host paging needs a swap directory on disk: %s is tmpfs (set --swap-dir)", dir);
+    return err;
+}
+
+/* First page-out: the swap store, the pager and its watch. */
+static int paging_start(mm_server_t *s, mm_host_client_t *c)
+{
+    int err = ensure_swap(s, c);
+    if (err < 0)
+        return err;
+    err = mm__pager_create(c->uffd, c->swap, &c->pager);
+    if (!err)
+        err = mm__pager_route(c->pager, c->region_addr, c->region_bytes, host_fill, c);
+    /* Faults are read on a thread of their own: the fd is shared with the
+     * client, which could make reads of it block (clearing O_NONBLOCK on
+     * its open file, or reading the faults itself); only that thread would
+     * then wait, never the event loop. */
+    if (!err)
+        err = mm__pager_start(c->pager);
+    if (err) {
+        mm__pager_destroy(c->pager);
+        c->pager = NULL;
+        mm__swap_close(c->swap, true);
+        c->swap = NULL;
+    }
+    return err;
+}
+
+static int punch_drop(void *ctx, uintptr_t addr, uint64_t off, uint64_t len)
+{
+    (void)addr;
+    const mm_host_client_t *c = ctx;
+    return mm__punch(c->region_fd, off, len);
+}
+
+/* Pick up to n chunks to page from the cursor on: granted, resident, not
+ * discardable. Registers them. Returns how many. */
+static size_t pick_chunks(mm_host_client_t *c, mm_pager_seg_t *segs, size_t n)
+{
+    size_t k = 0;
+    for (uint32_t step = 0; step < c->chunk_count && k < n; step++) {
+        uint32_t i = c->paging_cursor;
+        c->paging_cursor = (i + 1) % c->chunk_count;
+        uint64_t off = (uint64_t)i * MM_CHUNK_SIZE;
+        if (host_reclaimed(c, i) || mm__frames_chunk_discardable(&c->frames, i) ||
+            mm__range_has_data(c->region_fd, off, MM_CHUNK_SIZE) <= 0)
+            continue;
+        if (c->pager && !chunk_registered(c, i)) {
+            int err = mm__pager_register(c->pager, c->region_addr + off, MM_CHUNK_SIZE, true);
+            if (err < 0) {
+                log_warn("client %u: registering chunk %u for paging: %s", c->id, i,
+                         strerror(-err));
+                continue;
+            }
+            c->paging_chunks[i / 64] |= 1ull << (i % 64);
+        }
+        segs[k++] = (mm_pager_seg_t){c->region_addr + off, off, MM_CHUNK_SIZE, off / MM_FRAME_SIZE};
+    }
+    return k;
+}
+
+/* Has every thread of the client stopped? /proc/PID/task/TID/stat's state. */
+static bool all_threads_stopped(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return false;
+    bool stopped = true;
+    struct dirent *e;
+    while (stopped && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char stat_path[400], buf[512];
+        snprintf(stat_path, sizeof stat_path, "%s/%s/stat", path, e->d_name);
+        FILE *f = fopen(stat_path, "re");
+        if (!f)
+            continue; /* the thread exited */
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        const char *paren = strrchr(buf, ')');
+        stopped = paren && (paren[2] == 'T' || paren[2] == 't');
+    }
+    closedir(d);
+    return stopped;
+}
+
+/* Stop the client with SIGSTOP through its pidfd. Its pages are copied
+ * only once every thread is seen stopped (a later tick, if need be), so
+ * nothing of it runs while they are. */
+static int freeze(mm_host_client_t *c)
+{
+    if (syscall(SYS_pidfd_send_signal, c->pidfd, SIGSTOP, NULL, 0) < 0)
+        return -errno;
+    c->frozen = true;
+    c->freeze_confirmed = false;
+    c->freezes++;
+    log_warn("client %u (%s, pid %d): frozen (SIGSTOP) to page it out", c->id, c->name,
+             (int)c->pid);
+    return 0;
+}
+
+/* Page out a frozen client's chunks: copy, store, sync, punch. No write
+ * can race the copy: the process is stopped. */
+static uint64_t freeze_page_out(mm_host_client_t *c, mm_pager_seg_t *segs, size_t n)
+{
+    uint8_t *page = aligned_alloc(MM_FRAME_SIZE, MM_FRAME_SIZE);
+    if (!page)
+        return 0;
+    int err = 0;
+    size_t stored = 0;
+    for (; stored < n && !err; stored++) {
+        for (uint64_t off = segs[stored].off; !err && off < segs[stored].off + segs[stored].len;
+             off += MM_FRAME_SIZE) {
+            if (mm__range_has_data(c->region_fd, off, MM_FRAME_SIZE) <= 0)
+                continue;
+            err = pread(c->region_fd, page, MM_FRAME_SIZE, (off_t)off) == MM_FRAME_SIZE ? 0 : -EIO;
+            if (!err)
+                err = mm__swap_put(c->swap, off / MM_FRAME_SIZE, page);
+        }
+    }
+    free(page);
+    if (!err)
+        err = mm__swap_sync(c->swap);
+    uint64_t paged = 0;
+    for (size_t i = 0; i < n && !err; i++) {
+        err = mm__punch(c->region_fd, segs[i].off, segs[i].len);
+        if (!err)
+            paged += segs[i].len;
+    }
+    if (err)
+        log_warn("client %u (%s): freezing page-out stopped: %s", c->id, c->name, strerror(-err));
+    return paged;
+}
+
+/*
+ * Put every stored page back into the region where it is still a hole (a
+ * page the client wrote since — after someone continued it — is newer and
+ * stays), then forget the copies. Runs on the loop thread, which is also
+ * the only one answering the client's faults, so no fill races it.
+ */
+static uint64_t restore_all(mm_host_client_t *c)
+{
+    if (!c->swap)
+        return 0;
+    uint8_t *page = aligned_alloc(MM_FRAME_SIZE, MM_FRAME_SIZE);
+    uint64_t restored = 0, frames = c->region_bytes / MM_FRAME_SIZE;
+    for (uint64_t key = 0; page && key < frames; key++) {
+        if (!mm__swap_has(c->swap, key))
+            continue;
+        int err = mm__swap_get(c->swap, key, page);
+        if (err == 0 && mm__range_has_data(c->region_fd, key * MM_FRAME_SIZE, MM_FRAME_SIZE) == 0)
+            err = pwrite(c->region_fd, page, MM_FRAME_SIZE, (off_t)(key * MM_FRAME_SIZE)) ==
+                          MM_FRAME_SIZE
+                      ? 0
+                      : -EIO;
+        if (err < 0) {
+            log_error("client %u (%s): page %llu could not be put back: %s", c->id, c->name,
+                      (unsigned long long)key, strerror(-err));
+            continue; /* kept in the store: nothing is dropped */
+        }
+        restored += MM_FRAME_SIZE;
+        (void)mm__swap_drop(c->swap, key);
+    }
+    free(page);
+    return restored;
+}
+
+static void thaw(mm_host_client_t *c, const char *why)
+{
+    uint64_t restored = restore_all(c);
+    if (syscall(SYS_pidfd_send_signal, c->pidfd, SIGCONT, NULL, 0) < 0 && errno != ESRCH)
+        log_error("client %u (%s): SIGCONT: %s", c->id, c->name, strerror(errno));
+    c->frozen = false;
+    log_warn("client %u (%s): thawed (%s), %llu KiB put back", c->id, c->name, why,
+             (unsigned long long)restored >> 10);
+}
+
+void mm__paging_tick(mm_server_t *s, mm_host_client_t *c)
+{
+    (void)s;
+    if (!c->frozen || c->state != MM_CLIENT_REGISTERED)
+        return;
+    if (c->freeze_confirmed && !all_threads_stopped(c->pid)) {
+        /* The limit of SIGSTOP: any SIGCONT of the same user resumes it, and
+         * until its pages are back it reads zeros where they were. */
+        c->early_thaws++;
+        log_error("client %u (%s, pid %d): continued by someone else while frozen; putting its "
+                  "pages back now",
+                  c->id, c->name, (int)c->pid);
+        thaw(c, "continued behind the daemon's back");
+        return;
+    }
+    if (c->target_bytes >= c->resident_bytes + mm__paging_paged_bytes(c))
+        thaw(c, "memory granted again");
+}
+
+uint64_t mm__paging_force(mm_server_t *s, mm_host_client_t *c, uint64_t bytes)
+{
+    if (c->state != MM_CLIENT_REGISTERED)
+        return 0;
+    if (c->uffd < 0) {
+        if (ensure_swap(s, c) < 0 || (!c->frozen && freeze(c) < 0))
+            return 0;
+        if (!c->freeze_confirmed) {
+            if (!all_threads_stopped(c->pid))
+                return 0; /* still stopping: the next tick looks again */
+            c->freeze_confirmed = true;
+        }
+        if (bytes > PAGE_OUT_PER_TICK)
+            bytes = PAGE_OUT_PER_TICK;
+        mm_pager_seg_t segs[MM_PAGER_MAX_SEGS];
+        size_t want = (size_t)((bytes + MM_CHUNK_SIZE - 1) / MM_CHUNK_SIZE);
+        size_t n = pick_chunks(c, segs, want < MM_PAGER_MAX_SEGS ? want : MM_PAGER_MAX_SEGS);
+        uint64_t paged = n ? freeze_page_out(c, segs, n) : 0;
+        c->paged_out_total += paged;
+        mm__refresh_resident(c);
+        return paged;
+    }
+    if (!c->pager) {
+        if (!region_mapped_at(c, c->region_addr, c->region_bytes)) {
+            log_warn("client %u (%s): its region is not mapped where it said; no host paging",
+                     c->id, c->name);
+            close(c->uffd);
+            c->uffd = -1;
+            return 0;
+        }
+        int err = paging_start(s, c);
+        if (err < 0) {
+            log_warn("client %u (%s): host paging unavailable: %s", c->id, c->name, strerror(-err));
+            close(c->uffd);
+            c->uffd = -1;
+            return 0;
+        }
+    }
+    if (bytes > PAGE_OUT_PER_TICK)
+        bytes = PAGE_OUT_PER_TICK;
+    mm_pager_seg_t segs[MM_PAGER_MAX_SEGS];
+    size_t want = (size_t)((bytes + MM_CHUNK_SIZE - 1) / MM_CHUNK_SIZE);
+    size_t n = pick_chunks(c, segs, want < MM_PAGER_MAX_SEGS ? want : MM_PAGER_MAX_SEGS);
+    if (n == 0)
+        return 0;
+    uint64_t paged = 0;
+    int err = mm__pager_page_out_v(c->pager, c->region_fd, segs, n, false, punch_drop, c, &paged);
+    if (err < 0)
+        log_warn("client %u (%s): host paging stopped after %llu bytes: %s", c->id, c->name,
+                 (unsigned long long)paged, strerror(-err));
+    c->paged_out_total += paged;
+    mm__refresh_resident(c);
+    log_info("client %u (%s): paged out %llu KiB (%llu KiB in swap)", c->id, c->name,
+             (unsigned long long)paged >> 10, (unsigned long long)mm__paging_paged_bytes(c) >> 10);
+    return paged;
+}
+
+void mm__paging_forget_chunks(mm_host_client_t *c, uint32_t first, uint32_t n)
+{
+    if (!c->pager)
+        return;
+    /* The chunks' content is gone (the host took them back): their copies
+     * must never come back into frames installed later, and a later install
+     * should populate without a fault through the daemon per page. */
+    mm__pager_forget(c->pager, (uint64_t)first * MM_CHUNK_FRAMES, (uint64_t)n * MM_CHUNK_FRAMES);
+    for (uint32_t i = first; i < first + n; i++) {
+        if (!chunk_registered(c, i))
+            continue;
+        /* A failure leaves the chunk registered: slower, still correct. */
+        if (mm__pager_unregister(c->pager, c->region_addr + (uint64_t)i * MM_CHUNK_SIZE,
+                                 MM_CHUNK_SIZE) == 0)
+            c->paging_chunks[i / 64] &= ~(1ull << (i % 64));
+    }
+}
+
+void mm__paging_shutdown(mm_server_t *s, mm_host_client_t *c)
+{
+    if (c->frozen)
+        thaw(c, "the daemon stops");
+    else if (restore_all(c) > 0)
+        log_info("client %u (%s): paged pages put back before the daemon stops", c->id, c->name);
+    /* Unregistering wakes any thread still waiting on a fault. */
+    for (uint32_t i = 0; c->pager && i < c->chunk_count; i++)
+        if (chunk_registered(c, i))
+            (void)mm__pager_unregister(c->pager, c->region_addr + (uint64_t)i * MM_CHUNK_SIZE,
+                                       MM_CHUNK_SIZE);
+    mm__paging_release(s, c);
+}
+
+void mm__paging_release(mm_server_t *s, mm_host_client_t *c)
+{
+    if (c->frozen) /* removed while frozen (its socket failed): let it run */
+        (void)syscall(SYS_pidfd_send_signal, c->pidfd, SIGCONT, NULL, 0);
+    c->frozen = false;
+    (void)s;
+    if (c->pager) {
+        mm__pager_destroy(c->pager);
+        c->pager = NULL;
+    }
+    if (c->swap) {
+        mm__swap_close(c->swap, true);
+        c->swap = NULL;
+    }
+    if (c->uffd >= 0)
+        close(c->uffd);
+    c->uffd = -1;
+    free(c->paging_chunks);
+    c->paging_chunks = NULL;
+}
+
+uint64_t mm__paging_paged_bytes(const mm_host_client_t *c)
+{
+    if (!c->swap)
+        return 0;
+    mm_swap_stats_t st;
+    mm__swap_stats(c->swap, &st);
+    return st.used * MM_FRAME_SIZE;
+}
