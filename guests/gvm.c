@@ -313,10 +313,10 @@ int mm__guest_anon_alloc_aligned(mm_guest_t *g, uint64_t bytes, uint64_t align, 
         for (uint32_t k = 0; k < want; k++)
             settle(g, (uint32_t)first + done + k, GV_RESIDENT, frame + k * KEYS_PER);
         pthread_mutex_unlock(&g->lock);
-        guest_count(&g->anon_bytes, (int64_t)want * GVP);
+        guest_count(&g->anon_bytes, (int64_t)((uint64_t)want * GVP));
         done += want;
     }
-    guest_count(&g->virtual_bytes, (int64_t)n * GVP);
+    guest_count(&g->virtual_bytes, (int64_t)((uint64_t)n * GVP));
     *out = (void *)page_addr(g, (uint32_t)first);
     return 0;
 }
@@ -383,7 +383,7 @@ static int release_whole(mm_guest_t *g, uint32_t i, uint8_t new_state)
 
 static int release_range(mm_guest_t *g, void *addr, uint64_t bytes, uint8_t whole_state)
 {
-    uint32_t first, end;
+    uint32_t first = 0, end = 0;
     pthread_mutex_lock(&g->lock);
     int err = check_range(g, addr, bytes, &first, &end);
     uintptr_t a = (uintptr_t)addr, b = a + bytes;

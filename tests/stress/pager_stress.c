@@ -20,8 +20,8 @@
 #include "pager.h"
 #include "platform.h"
 
-#define PAGE    4096u
-#define PAGES   256u
+#define PAGE    4096ull
+#define PAGES   256ull
 #define WRITERS 3u
 
 typedef struct writer {
