@@ -102,6 +102,27 @@ static char *trim(char *s)
 }
 
 /* One line: blank, comment, or key = value. */
+/* Strings from a file live as long as the daemon: kept on a list, so that
+ * they stay reachable (and a leak checker sees them as such). Loop thread
+ * or start-up only. */
+typedef struct kept {
+    struct kept *next;
+    char text[];
+} kept_t;
+static kept_t *kept_strings;
+
+static char *keep_string(const char *value)
+{
+    size_t n = strlen(value) + 1;
+    kept_t *k = malloc(sizeof *k + n);
+    if (!k)
+        return NULL;
+    memcpy(k->text, value, n);
+    k->next = kept_strings;
+    kept_strings = k;
+    return k->text;
+}
+
 static int load_line(char *line, mm_server_config_t *cfg, unsigned allowed, unsigned skip,
                      char *err, size_t cap)
 {
@@ -123,7 +144,7 @@ static int load_line(char *line, mm_server_config_t *cfg, unsigned allowed, unsi
     if (rc < 0 || !(which & allowed) || (which & skip))
         return rc;
     if (which == MM_CFG_STARTUP_ONLY) {
-        char *copy = strdup(value); /* lives as long as the daemon */
+        char *copy = keep_string(value);
         if (!copy)
             return fail(err, cap, "out of memory reading '%s'", key);
         return mm__config_set(cfg, key, copy, &which, err, cap);
