@@ -23,6 +23,7 @@
 typedef struct fixture {
     char dir[64];
     char swap_path[96];
+    char index_path[112];
     int memfd;
     uint8_t *base;
     uint64_t bytes;
@@ -60,6 +61,7 @@ static void setup_region(uint64_t pages, uint64_t slots)
     strcpy(fx.dir, "/tmp/mm-pager-XXXXXX");
     cr_assert_not_null(mkdtemp(fx.dir));
     snprintf(fx.swap_path, sizeof fx.swap_path, "%s/swap", fx.dir);
+    snprintf(fx.index_path, sizeof fx.index_path, "%s.idx", fx.swap_path);
     fx.bytes = pages * PAGE;
     fx.memfd = mm__memfd_create_sealed("pager-test", fx.bytes);
     cr_assert_geq(fx.memfd, 0);
@@ -303,10 +305,14 @@ Test(pager, a_damaged_page_is_detected_on_fill)
 
 #define SIGBUS_EXIT 42
 
-/* Our own handler: sanitizers catch SIGBUS themselves and would abort. */
+/* Our own handler: sanitizers catch SIGBUS themselves and would abort. The
+ * test ends here, so it removes its files itself (all async-signal-safe). */
 static void on_sigbus(int sig)
 {
     (void)sig;
+    unlink(fx.swap_path);
+    unlink(fx.index_path);
+    rmdir(fx.dir);
     _exit(SIGBUS_EXIT);
 }
 
