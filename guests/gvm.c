@@ -114,15 +114,10 @@ static int back_page(mm_guest_t *g, uint32_t i, bool from_swap, uint32_t *frame_
     uint32_t frame = frame_of(g, direct);
     uint64_t off = frame_off(frame);
     if (from_swap) {
-        uint8_t *buf = malloc(GVP);
-        if (!buf) {
-            err = -ENOMEM;
-        } else {
-            err = mm__pager_read(g->pager, (uint64_t)i * KEYS_PER, KEYS_PER, buf);
-            if (!err && pwrite(g->region_fd, buf, GVP, (off_t)off) != (ssize_t)GVP)
-                err = -EIO;
-            free(buf);
-        }
+        uint8_t *buf = g->gv.fault_buf;
+        err = mm__pager_read(g->pager, (uint64_t)i * KEYS_PER, KEYS_PER, buf);
+        if (!err && pwrite(g->region_fd, buf, GVP, (off_t)off) != (ssize_t)GVP)
+            err = -EIO;
     } else {
         /* Frames may hold an earlier user's data: hand out zeros. */
         err = mm__punch(g->region_fd, off, GVP);
@@ -203,13 +198,15 @@ int mm__gv_init(mm_guest_t *g, uint64_t virtual_bytes)
     g->gv.base = (uint8_t *)base;
     g->gv.pages = (uint32_t)pages;
     g->gv.pt = calloc(pages, sizeof *g->gv.pt);
-    int err = g->gv.pt ? 0 : -ENOMEM;
+    g->gv.fault_buf = aligned_alloc(MM_FRAME_SIZE, GVP);
+    int err = g->gv.pt && g->gv.fault_buf ? 0 : -ENOMEM;
     if (!err)
         err = map_placeholder(g, base, bytes);
     if (!err)
         err = mm__pager_route(g->pager, base, bytes, gv_missing, g);
     if (err) {
         free(g->gv.pt);
+        free(g->gv.fault_buf);
         munmap((void *)base, bytes);
         memset(&g->gv, 0, sizeof g->gv);
         return err;
@@ -227,6 +224,7 @@ void mm__gv_fini(mm_guest_t *g)
             mm__guest_frames_free(g, g->base + frame_off(g->gv.pt[i].frame), GVP);
     munmap(g->gv.base, (uint64_t)g->gv.pages * GVP);
     free(g->gv.pt);
+    free(g->gv.fault_buf);
     pthread_cond_destroy(&g->gv.idle);
     memset(&g->gv, 0, sizeof g->gv);
 }

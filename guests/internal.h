@@ -35,6 +35,8 @@ typedef struct gv_space {
     uint32_t alloc_hint;
     uint32_t clock_hand;
     pthread_cond_t idle; /* signalled when a busy page settles */
+    uint8_t *fault_buf;  /* a page on its way back from swap: the fault
+                            thread's alone (one per guest) */
 } gv_space_t;
 
 typedef struct cache_chunk {

@@ -3,15 +3,21 @@
  * still holds more than its target has chunks of its region paged out by
  * the daemon, through the paging engine (libmm/src/pager.h) and the
  * userfaultfd the client offered (MM_MSG_PAGING), and faulted back when it
- * touches them (on the pager's own thread, one per paged client). Only what was stored durably is
- * punched: nothing is lost.
+ * touches them (on the pager's own thread, one per paged client). Only what
+ * was stored durably is punched: nothing is lost.
+ *
+ * A client that offered no usable userfaultfd gets step 5 through the same
+ * engine: it is frozen (SIGSTOP) for its page-outs, which then need no write
+ * protection, and its pages are written back before it is thawed.
  *
  * The daemon registers a chunk with the client's userfaultfd only when it
  * first pages it (registering the whole region at once would send every
- * first touch of a fresh page through the daemon). A chunk is paged with write protection on, so no
- * write of the client races the copy. Which chunks: the host cannot see the client's accessed bits,
- * so a cursor walks the region and takes the next resident chunks in turn (a CLOCK without
- * reference bits), skipping discardable ones (step 2 takes those without a copy).
+ * first touch of a fresh page through the daemon). A chunk is paged with
+ * write protection on, so no write of the client races the copy. Which
+ * chunks: the host cannot see the client's accessed bits, so a cursor walks
+ * the region and takes the next resident chunks in turn (a CLOCK without
+ * reference bits), skipping discardable ones (step 2 takes those without a
+ * copy).
  *
  * The swap file lives in --swap-dir (default: the state directory), one per
  * client, created at its first page-out with room for its whole region, and
@@ -47,7 +53,7 @@
 
 static bool chunk_registered(const mm_host_client_t *c, uint32_t chunk)
 {
-    return c->paging_chunks[chunk / 64] >> (chunk % 64) & 1;
+    return c->paging_chunks && (c->paging_chunks[chunk / 64] >> (chunk % 64) & 1);
 }
 
 /* Is fd a userfaultfd? Its /proc link names the anonymous inode. */
@@ -136,20 +142,21 @@ static int ensure_swap(mm_server_t *s, mm_host_client_t *c)
     return err;
 }
 
-/* First page-out: the swap store, the pager and its watch. */
+/* First forced step: the swap store and the pager (without a userfaultfd
+ * for a client that is frozen instead). */
 static int paging_start(mm_server_t *s, mm_host_client_t *c)
 {
     int err = ensure_swap(s, c);
     if (err < 0)
         return err;
     err = mm__pager_create(c->uffd, c->swap, &c->pager);
-    if (!err)
+    if (!err && c->uffd >= 0)
         err = mm__pager_route(c->pager, c->region_addr, c->region_bytes, host_fill, c);
     /* Faults are read on a thread of their own: the fd is shared with the
      * client, which could make reads of it block (clearing O_NONBLOCK on
      * its open file, or reading the faults itself); only that thread would
      * then wait, never the event loop. */
-    if (!err)
+    if (!err && c->uffd >= 0)
         err = mm__pager_start(c->pager);
     if (err) {
         mm__pager_destroy(c->pager);
@@ -179,7 +186,7 @@ static size_t pick_chunks(mm_host_client_t *c, mm_pager_seg_t *segs, size_t n)
         if (host_reclaimed(c, i) || mm__frames_chunk_discardable(&c->frames, i) ||
             mm__range_has_data(c->region_fd, off, MM_CHUNK_SIZE) <= 0)
             continue;
-        if (c->pager && !chunk_registered(c, i)) {
+        if (c->uffd >= 0 && !chunk_registered(c, i)) {
             int err = mm__pager_register(c->pager, c->region_addr + off, MM_CHUNK_SIZE, true);
             if (err < 0) {
                 log_warn("client %u: registering chunk %u for paging: %s", c->id, i,
@@ -234,39 +241,6 @@ static int freeze(mm_host_client_t *c)
     log_warn("client %u (%s, pid %d): frozen (SIGSTOP) to page it out", c->id, c->name,
              (int)c->pid);
     return 0;
-}
-
-/* Page out a frozen client's chunks: copy, store, sync, punch. No write
- * can race the copy: the process is stopped. */
-static uint64_t freeze_page_out(mm_host_client_t *c, mm_pager_seg_t *segs, size_t n)
-{
-    uint8_t *page = aligned_alloc(MM_FRAME_SIZE, MM_FRAME_SIZE);
-    if (!page)
-        return 0;
-    int err = 0;
-    size_t stored = 0;
-    for (; stored < n && !err; stored++) {
-        for (uint64_t off = segs[stored].off; !err && off < segs[stored].off + segs[stored].len;
-             off += MM_FRAME_SIZE) {
-            if (mm__range_has_data(c->region_fd, off, MM_FRAME_SIZE) <= 0)
-                continue;
-            err = pread(c->region_fd, page, MM_FRAME_SIZE, (off_t)off) == MM_FRAME_SIZE ? 0 : -EIO;
-            if (!err)
-                err = mm__swap_put(c->swap, off / MM_FRAME_SIZE, page);
-        }
-    }
-    free(page);
-    if (!err)
-        err = mm__swap_sync(c->swap);
-    uint64_t paged = 0;
-    for (size_t i = 0; i < n && !err; i++) {
-        err = mm__punch(c->region_fd, segs[i].off, segs[i].len);
-        if (!err)
-            paged += segs[i].len;
-    }
-    if (err)
-        log_warn("client %u (%s): freezing page-out stopped: %s", c->id, c->name, strerror(-err));
-    return paged;
 }
 
 /*
@@ -331,42 +305,39 @@ void mm__paging_tick(mm_server_t *s, mm_host_client_t *c)
         thaw(c, "memory granted again");
 }
 
+/* The client's userfaultfd cannot be used: it is frozen instead. */
+static void refuse_uffd(mm_host_client_t *c, const char *why)
+{
+    log_warn("client %u (%s): no host paging (%s); it will be frozen instead", c->id, c->name, why);
+    close(c->uffd);
+    c->uffd = -1;
+}
+
 uint64_t mm__paging_force(mm_server_t *s, mm_host_client_t *c, uint64_t bytes)
 {
     if (c->state != MM_CLIENT_REGISTERED)
         return 0;
+    if (!c->pager) {
+        if (c->uffd >= 0 && !region_mapped_at(c, c->region_addr, c->region_bytes))
+            refuse_uffd(c, "its region is not mapped where it said");
+        int err = paging_start(s, c);
+        if (err < 0 && c->uffd >= 0) {
+            refuse_uffd(c, strerror(-err));
+            err = paging_start(s, c);
+        }
+        if (err < 0) {
+            log_warn("client %u (%s): no forced step possible: %s", c->id, c->name, strerror(-err));
+            return 0;
+        }
+    }
     if (c->uffd < 0) {
-        if (ensure_swap(s, c) < 0 || (!c->frozen && freeze(c) < 0))
+        /* Step 5: nothing of it may run while its pages are copied. */
+        if (!c->frozen && freeze(c) < 0)
             return 0;
         if (!c->freeze_confirmed) {
             if (!all_threads_stopped(c->pid))
                 return 0; /* still stopping: the next tick looks again */
             c->freeze_confirmed = true;
-        }
-        if (bytes > PAGE_OUT_PER_TICK)
-            bytes = PAGE_OUT_PER_TICK;
-        mm_pager_seg_t segs[MM_PAGER_MAX_SEGS];
-        size_t want = (size_t)((bytes + MM_CHUNK_SIZE - 1) / MM_CHUNK_SIZE);
-        size_t n = pick_chunks(c, segs, want < MM_PAGER_MAX_SEGS ? want : MM_PAGER_MAX_SEGS);
-        uint64_t paged = n ? freeze_page_out(c, segs, n) : 0;
-        c->paged_out_total += paged;
-        mm__refresh_resident(c);
-        return paged;
-    }
-    if (!c->pager) {
-        if (!region_mapped_at(c, c->region_addr, c->region_bytes)) {
-            log_warn("client %u (%s): its region is not mapped where it said; no host paging",
-                     c->id, c->name);
-            close(c->uffd);
-            c->uffd = -1;
-            return 0;
-        }
-        int err = paging_start(s, c);
-        if (err < 0) {
-            log_warn("client %u (%s): host paging unavailable: %s", c->id, c->name, strerror(-err));
-            close(c->uffd);
-            c->uffd = -1;
-            return 0;
         }
     }
     if (bytes > PAGE_OUT_PER_TICK)
@@ -379,7 +350,7 @@ uint64_t mm__paging_force(mm_server_t *s, mm_host_client_t *c, uint64_t bytes)
     uint64_t paged = 0;
     int err = mm__pager_page_out_v(c->pager, c->region_fd, segs, n, false, punch_drop, c, &paged);
     if (err < 0)
-        log_warn("client %u (%s): host paging stopped after %llu bytes: %s", c->id, c->name,
+        log_warn("client %u (%s): paging stopped after %llu bytes: %s", c->id, c->name,
                  (unsigned long long)paged, strerror(-err));
     c->paged_out_total += paged;
     mm__refresh_resident(c);

@@ -131,7 +131,7 @@ int mm__uffd_open(void)
 
 int mm__pager_create(int uffd, mm_swap_t *swap, mm_pager_t **out)
 {
-    if (uffd < 0 || !out)
+    if (!out)
         return -EINVAL;
     mm_pager_t *p = calloc(1, sizeof *p);
     if (!p)
@@ -208,6 +208,8 @@ static void *pager_thread(void *arg)
 
 int mm__pager_start(mm_pager_t *p)
 {
+    if (p->uffd < 0)
+        return -EBADF;
     if (p->has_thread)
         return -EALREADY;
     int err = pthread_create(&p->thread, NULL, pager_thread, p);
@@ -281,6 +283,8 @@ static int protected_index(const mm_pager_t *p, uintptr_t addr)
 
 int mm__pager_protect(mm_pager_t *p, uintptr_t addr, uint64_t len)
 {
+    if (p->uffd < 0)
+        return 0; /* the owner is stopped for the batch: nothing can race it */
     int err = -EBUSY;
     pthread_mutex_lock(&p->lock);
     for (int i = 0; i < MAX_PROTECTED; i++) {
@@ -297,6 +301,8 @@ int mm__pager_protect(mm_pager_t *p, uintptr_t addr, uint64_t len)
 
 void mm__pager_unprotect(mm_pager_t *p, uintptr_t addr, uint64_t len)
 {
+    if (p->uffd < 0)
+        return;
     pthread_mutex_lock(&p->lock);
     /* After a remap the range is no longer registered for write-protect and
      * this fails; the wake below is what the waiting writers need then. */
@@ -523,17 +529,27 @@ int mm__pager_page_out(mm_pager_t *p, uintptr_t addr, int fd, uint64_t off, uint
     return mm__pager_page_out_v(p, fd, &seg, 1, whole, drop, ctx, paged_bytes);
 }
 
-int mm__pager_read(mm_pager_t *p, uint64_t first_key, uint64_t n, void *buf)
+/* mm__pager_read(), also counting in *stored the pages that were stored. */
+static int read_pages(mm_pager_t *p, uint64_t first_key, uint64_t n, void *buf, uint64_t *stored)
 {
     uint8_t *out = buf;
+    *stored = 0;
     for (uint64_t i = 0; i < n; i++) {
         int err = mm__swap_get(p->swap, first_key + i, out + i * PAGE_BYTES);
         if (err == -ENOENT)
             memset(out + i * PAGE_BYTES, 0, PAGE_BYTES);
         else if (err < 0)
             return err;
+        else
+            ++*stored;
     }
     return 0;
+}
+
+int mm__pager_read(mm_pager_t *p, uint64_t first_key, uint64_t n, void *buf)
+{
+    uint64_t stored;
+    return read_pages(p, first_key, n, buf, &stored);
 }
 
 void mm__pager_forget(mm_pager_t *p, uint64_t first_key, uint64_t n)
@@ -599,13 +615,11 @@ int mm__pager_fill(mm_pager_t *p, uintptr_t addr, uint64_t len, uint64_t first_k
             len - done < COPY_PAGES * PAGE_BYTES ? len - done : COPY_PAGES * PAGE_BYTES;
         uint64_t key = first_key + done / PAGE_BYTES;
         pthread_mutex_lock(&p->io_lock);
-        err = mm__pager_read(p, key, piece / PAGE_BYTES, buf);
+        uint64_t had = 0;
+        err = read_pages(p, key, piece / PAGE_BYTES, buf, &had);
         if (!err)
             err = copy_in(p, addr + done, buf, piece);
         if (!err) {
-            uint64_t had = 0;
-            for (uint64_t i = 0; i < piece / PAGE_BYTES; i++)
-                had += mm__swap_has(p->swap, key + i);
             count(&p->pages_in, had);
             count(&p->zero_fills, piece / PAGE_BYTES - had);
             mm__pager_forget(p, key, piece / PAGE_BYTES);

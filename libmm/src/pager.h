@@ -73,8 +73,11 @@ typedef struct mm_pager_stats {
 
 /*
  * A pager over uffd (from mm__uffd_open(), or received from the owner) and
- * swap, both owned by the caller and outliving the pager. On success *out is
- * the pager. No thread runs until mm__pager_start().
+ * swap, both owned by the caller and outliving the pager. uffd may be -1 for
+ * an owner that is stopped while its pages are copied (a frozen process):
+ * page-outs then protect nothing, and there are no faults to handle (start,
+ * register and the fills need a userfaultfd). On success *out is the pager.
+ * No thread runs until mm__pager_start().
  */
 int mm__pager_create(int uffd, mm_swap_t *swap, mm_pager_t **out);
 

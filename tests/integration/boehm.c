@@ -53,63 +53,7 @@ static int in_region(const void *p)
     return in_client_region(mm_gc_client(), p);
 }
 
-/* A frame source over a client the test owns, standing in for a guest
- * model's memory: it counts its calls and forwards them to libmm. */
-typedef struct counting_source {
-    mm_client_t *client;
-    _Atomic uint64_t allocs, frees, releases, residents;
-    _Atomic uint64_t alloc_bytes, release_bytes;
-} counting_source_t;
-
 static counting_source_t g_counted; /* the attached source's state */
-
-static int count_alloc(void *arg, size_t bytes, size_t align, void **out)
-{
-    counting_source_t *cs = arg;
-    atomic_fetch_add(&cs->allocs, 1);
-    int err = mm_alloc(cs->client, bytes, align, out);
-    if (err == 0)
-        atomic_fetch_add(&cs->alloc_bytes, bytes);
-    return err;
-}
-
-static int count_free(void *arg, void *addr, size_t bytes)
-{
-    counting_source_t *cs = arg;
-    atomic_fetch_add(&cs->frees, 1);
-    return mm_free(cs->client, addr, bytes);
-}
-
-static int count_release(void *arg, void *addr, size_t bytes)
-{
-    counting_source_t *cs = arg;
-    atomic_fetch_add(&cs->releases, 1);
-    int err = mm_release(cs->client, addr, bytes);
-    if (err == 0)
-        atomic_fetch_add(&cs->release_bytes, bytes);
-    return err;
-}
-
-static int64_t count_resident(void *arg)
-{
-    counting_source_t *cs = arg;
-    atomic_fetch_add(&cs->residents, 1);
-    mm_client_stats_t s;
-    int err = mm_client_stats(cs->client, &s);
-    return err < 0 ? err : (int64_t)s.resident_bytes;
-}
-
-static mm_frame_source_t counting_source(mm_client_t *c)
-{
-    g_counted.client = c;
-    return (mm_frame_source_t){
-        .alloc = count_alloc,
-        .free = count_free,
-        .release = count_release,
-        .resident_bytes = count_resident,
-        .arg = &g_counted,
-    };
-}
 
 /* Open the GC client on the test's daemon, then start the GC. */
 static mm_client_t *gc_start(const char *name, uint64_t max_bytes)
@@ -448,7 +392,7 @@ Test(boehm, open_refuses_misuse)
     cr_assert_eq(mm_gc_shrink(), -ENOTCONN);
     gc_start("gc-once", 64 * MIB);
     cr_assert_eq(mm_gc_open(daemon_.sock, NULL, &c), -EBUSY, "one GC client per process");
-    mm_frame_source_t src = counting_source(NULL);
+    mm_frame_source_t src = counting_source(&g_counted, NULL);
     cr_assert_eq(mm_gc_open_source(&src), -EBUSY, "nor a source beside the client");
     cr_assert_eq(g_counted.allocs + g_counted.releases + g_counted.residents, 0);
 }
@@ -457,7 +401,7 @@ Test(boehm, a_frame_source_serves_the_heap_and_shrink_releases_through_it)
 {
     start_daemon("1G");
     mm_client_t *c = open_client("gc-source", 256 * MIB, 0); /* the test's own */
-    mm_frame_source_t src = counting_source(c);
+    mm_frame_source_t src = counting_source(&g_counted, c);
     cr_assert_eq(mm_gc_open_source(&src), 0);
     memset(&src, 0, sizeof src); /* the library keeps its own copy */
     cr_assert_null(mm_gc_client(), "no GC client with a source");
@@ -504,7 +448,7 @@ Test(boehm, open_source_refuses_misuse)
 {
     start_daemon("512M");
     mm_client_t *c = open_client("gc-source-misuse", 64 * MIB, 0);
-    mm_frame_source_t good = counting_source(c), bad = good;
+    mm_frame_source_t good = counting_source(&g_counted, c), bad = good;
     cr_assert_eq(mm_gc_open_source(NULL), -EINVAL);
     bad.alloc = NULL;
     cr_assert_eq(mm_gc_open_source(&bad), -EINVAL, "alloc is needed");

@@ -95,3 +95,55 @@ uint32_t client_id_by_name(const char *name)
     json_decref(st);
     return id;
 }
+
+static int count_alloc(void *arg, size_t bytes, size_t align, void **out)
+{
+    counting_source_t *cs = arg;
+    atomic_fetch_add(&cs->allocs, 1);
+    int err = mm_alloc(cs->client, bytes, align, out);
+    if (err == 0)
+        atomic_fetch_add(&cs->alloc_bytes, bytes);
+    return err;
+}
+
+static int count_free(void *arg, void *addr, size_t bytes)
+{
+    counting_source_t *cs = arg;
+    atomic_fetch_add(&cs->frees, 1);
+    int err = mm_free(cs->client, addr, bytes);
+    if (err == 0)
+        atomic_fetch_add(&cs->free_bytes, bytes);
+    return err;
+}
+
+static int count_release(void *arg, void *addr, size_t bytes)
+{
+    counting_source_t *cs = arg;
+    atomic_fetch_add(&cs->releases, 1);
+    int err = mm_release(cs->client, addr, bytes);
+    if (err == 0)
+        atomic_fetch_add(&cs->release_bytes, bytes);
+    return err;
+}
+
+static int64_t count_resident(void *arg)
+{
+    counting_source_t *cs = arg;
+    atomic_fetch_add(&cs->residents, 1);
+    mm_client_stats_t s;
+    int err = mm_client_stats(cs->client, &s);
+    return err < 0 ? err : (int64_t)s.resident_bytes;
+}
+
+mm_frame_source_t counting_source(counting_source_t *cs, mm_client_t *c)
+{
+    memset(cs, 0, sizeof *cs);
+    cs->client = c;
+    return (mm_frame_source_t){
+        .alloc = count_alloc,
+        .free = count_free,
+        .release = count_release,
+        .resident_bytes = count_resident,
+        .arg = cs,
+    };
+}

@@ -5,6 +5,8 @@
 #ifndef MM_TEST_COMMON_H
 #define MM_TEST_COMMON_H
 
+#include <stdatomic.h>
+
 #include <mm/mm.h>
 
 #include "bench.h"
@@ -35,5 +37,18 @@ uint32_t client_id_by_name(const char *name);
 
 /* mmctl capacity size; the test fails if it is refused. */
 void set_capacity(const char *size);
+
+/* A frame source over a client the test owns, standing in for a guest
+ * model's memory (the runtime adapters' source seam): it counts its calls
+ * and forwards them to libmm. */
+typedef struct counting_source {
+    mm_client_t *client;
+    _Atomic uint64_t allocs, frees, releases, residents;
+    _Atomic uint64_t alloc_bytes, free_bytes, release_bytes;
+} counting_source_t;
+
+/* Reset *cs to count calls over client c (may be NULL when no call is
+ * expected) and return the source whose arg is cs. */
+mm_frame_source_t counting_source(counting_source_t *cs, mm_client_t *c);
 
 #endif /* MM_TEST_COMMON_H */
