@@ -102,6 +102,10 @@ int mm__bench_wait_resident(const mm_bench_daemon_t *d, uint64_t limit_bytes, in
  * missing, false or negative. */
 uint64_t mm__bench_json_u64(const json_t *obj, const char *key);
 
+/* Remove dir and everything under it (best effort: what cannot be removed
+ * is reported on stderr and skipped). */
+void mm__bench_rm_rf(const char *dir);
+
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t mm__bench_now_ns(void);
 
