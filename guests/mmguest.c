@@ -79,6 +79,8 @@ static void usage(FILE *f)
             "                        rounds verify the kept values and replace one\n"
             "  cache=SIZE            each round reads the first SIZE of the disk through\n"
             "                        the page cache and verifies every block (needs --disk)\n"
+            "  free=SIZE             SIZE of memory written once and freed at setup: the\n"
+            "                        guest then holds it as free, resident RAM\n"
             "Sizes are written like 4096, 512K, 200M, 4G. Example:\n"
             "  --workload anon=64M:hot=25,gc=48M:live=25,cache=32M\n",
             MM_WL_MAX_ITEMS);
