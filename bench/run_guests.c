@@ -16,7 +16,9 @@
  * before), summed over guests. swap_out_bytes and swap_in_bytes are the
  * guests' own swap traffic plus the host's paging of them
  * (paged_out_bytes), from just before the request to the end of the window.
- * The guests then verify all their data.
+ * A guest the daemon froze is thawed (its RAM given back) before it is
+ * counted; freezes says how often that happened. The guests then verify
+ * all their data.
  */
 #include "run.h"
 
@@ -108,6 +110,41 @@ static int resize_all(mm_guestrun_t *g, int n, const mm_bench_daemon_t *d, uint6
     return rc == -ETIMEDOUT ? 0 : rc;
 }
 
+/* A guest the daemon froze (mm's last resort for a client that missed a
+ * revocation's deadline) stays stopped while its target is below what it
+ * holds: give it its RAM back and wait for the thaw, so that it can be
+ * counted and can verify its data. *freezes gets the freezes seen. */
+static int thaw_frozen(mm_guestrun_t *g, int n, const mm_bench_daemon_t *d, uint64_t ram_bytes,
+                       double *freezes)
+{
+    *freezes = 0;
+    for (int i = 0; i < n; i++) {
+        json_t *e = NULL;
+        int rc = mm__guestrun_client(&g[i], d, &e);
+
+        for (int t = 0; rc == 0 && t < 10000; t++) {
+            if (t == 0)
+                *freezes += (double)mm__bench_json_u64(e, "freezes");
+            if (!json_is_true(json_object_get(e, "frozen")))
+                break;
+            if (t == 0)
+                rc = mm__guestrun_ask(&g[i], d, ram_bytes);
+            sleep_until(mm__bench_now_ns() + 1000000ull);
+            json_decref(e);
+            e = NULL;
+            if (rc == 0)
+                rc = mm__guestrun_client(&g[i], d, &e);
+        }
+        bool still = json_is_true(json_object_get(e, "frozen"));
+        json_decref(e);
+        if (rc < 0)
+            return rc;
+        if (still)
+            return -ETIMEDOUT;
+    }
+    return 0;
+}
+
 static int measure(mm_guestrun_t *g, const mm_bench_daemon_t *d, const run_guest_scn_t *scn,
                    run_guest_sample_t *s)
 {
@@ -125,7 +162,9 @@ static int measure(mm_guestrun_t *g, const mm_bench_daemon_t *d, const run_guest
     if (rc < 0)
         return rc;
     sleep_until(before.at_ns + (uint64_t)scn->window_ms * 1000000ull);
-    rc = read_counts(g, n, d, &after);
+    rc = thaw_frozen(g, n, d, scn->ram_bytes, &s->freezes);
+    if (rc == 0)
+        rc = read_counts(g, n, d, &after);
     if (rc < 0)
         return rc;
     s->taken_bytes = before.resident > after.resident ? before.resident - after.resident : 0;
