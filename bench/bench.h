@@ -20,9 +20,11 @@
 
 /* Options common to all subcommands. */
 typedef struct mm_bench_opts {
-    bool quick;          /* fewer or shorter repetitions */
-    int reps;            /* repetitions asked for; 0: the subcommand's default */
-    const char *threads; /* --threads N,...: thread counts, or NULL */
+    bool quick;            /* fewer or shorter repetitions */
+    int reps;              /* repetitions asked for; 0: the subcommand's default */
+    const char *threads;   /* --threads N,...: thread counts, or NULL */
+    const char *scenarios; /* --scenario NAME,... (run), or NULL: all */
+    const char *out_dir;   /* --out DIR (run), or NULL: the default */
 } mm_bench_opts_t;
 
 /* Subcommands: run, add rows to res, print what they do. 0 when every step
@@ -36,6 +38,11 @@ int mm__bench_gc(const mm_bench_opts_t *opts, mm_results_t *res);
 int mm__bench_demo(const mm_bench_opts_t *opts, mm_results_t *res);
 int mm__bench_alloc(const mm_bench_opts_t *opts, mm_results_t *res);
 int mm__bench_rtt(const mm_bench_opts_t *opts, mm_results_t *res);
+/* The scale part of rtt alone (rows of scenario "scale"), for `run`. */
+int mm__bench_scale(const mm_bench_opts_t *opts, mm_results_t *res);
+int mm__bench_run(const mm_bench_opts_t *opts, mm_results_t *res);
+/* 0 when list names only run's scenarios (comma-separated), else -EINVAL. */
+int mm__bench_run_check_scenarios(const char *list);
 
 /* A daemon started in a fresh temp directory: dir/mm.sock and
  * dir/admin.sock. */
@@ -101,6 +108,10 @@ int mm__bench_wait_resident(const mm_bench_daemon_t *d, uint64_t limit_bytes, in
 /* An unsigned integer field of a JSON object (true counts as 1); 0 if
  * missing, false or negative. */
 uint64_t mm__bench_json_u64(const json_t *obj, const char *key);
+
+/* Remove dir and everything under it (best effort: what cannot be removed
+ * is reported on stderr and skipped). */
+void mm__bench_rm_rf(const char *dir);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t mm__bench_now_ns(void);

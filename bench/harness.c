@@ -75,7 +75,7 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return 0;
 }
 
-static void rm_rf(const char *dir)
+void mm__bench_rm_rf(const char *dir)
 {
     nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
@@ -181,7 +181,7 @@ int mm__bench_daemon_start_with(mm_bench_daemon_t *d, const char *capacity, cons
     if (d->proc.pid > 0)
         mm__proc_wait(&d->proc, 0, NULL); /* Kills it: it is of no use. */
 fail:
-    rm_rf(d->dir);
+    mm__bench_rm_rf(d->dir);
     return rc;
 }
 
@@ -197,7 +197,7 @@ int mm__bench_daemon_stop(mm_bench_daemon_t *d)
         else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
             rc = -ECHILD;
     }
-    rm_rf(d->dir);
+    mm__bench_rm_rf(d->dir);
     return rc;
 }
 
@@ -251,8 +251,7 @@ int mm__bench_hold_stop(mm_proc_t *p, bool *intact)
         return rc;
     *intact = WIFEXITED(st) && WEXITSTATUS(st) == 0;
     if (WIFSIGNALED(st))
-        fprintf(stderr, "mmbench: client %d was killed by signal %d\n", (int)p->pid,
-                WTERMSIG(st));
+        fprintf(stderr, "mmbench: client %d was killed by signal %d\n", (int)p->pid, WTERMSIG(st));
     return 0;
 }
 

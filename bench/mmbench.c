@@ -2,9 +2,10 @@
  * mmbench: the benchmark driver, one subcommand per measurement.
  *
  *   mmbench SUBCOMMAND [--quick] [--json FILE] [--reps N]
+ *   mmbench run [--quick] [--scenario NAME,...] [--out DIR]
  *
  * This file parses the command line, runs the subcommand (cut.c, demo.c,
- * alloc.c, rtt.c, gc.c),
+ * alloc.c, rtt.c, gc.c, run.c),
  * prints its rows as a table and writes them with the run's meta block to
  * --json FILE (results.c). Exit status: 0 when the subcommand succeeded, 1
  * when it failed, 2 on a bad argument.
@@ -31,6 +32,8 @@ static const struct subcommand subcommands[] = {
     {"rtt", "control-plane round trip against a bare echo; clients one daemon holds",
      mm__bench_rtt},
     {"gc", "Boehm GC and jemalloc heaps giving their garbage back on revocation", mm__bench_gc},
+    {"run", "every scenario on every system (mm, baselines, floor): report and plots",
+     mm__bench_run},
 };
 
 #define N_SUBCOMMANDS (sizeof(subcommands) / sizeof(subcommands[0]))
@@ -38,6 +41,7 @@ static const struct subcommand subcommands[] = {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: mmbench SUBCOMMAND [--quick] [--json FILE] [--reps N]\n"
+               "       mmbench run [--quick] [--scenario NAME,...] [--out DIR]\n"
                "\n"
                "Subcommands:\n");
     for (size_t i = 0; i < N_SUBCOMMANDS; i++)
@@ -48,6 +52,10 @@ static void usage(FILE *f)
                "  --json FILE   also write the results with the run's meta data to FILE\n"
                "  --reps N      repetitions per measurement (default 5, --quick 3)\n"
                "  --threads L   thread counts to measure, e.g. 1,2 (alloc)\n"
+               "  --scenario L  run: scenarios to run, e.g. free,grow (default: all of\n"
+               "                free, garbage, live, grow, churn, scale)\n"
+               "  --out DIR     run: where results.json, results.csv, meta.json, the\n"
+               "                plots and report.md go (default: mmbench-run)\n"
                "  --help        show this help\n"
                "\n"
                "Programs (mmsrv, mmhold, mmctl) are taken from $MM_BIN_DIR, else from\n"
@@ -106,9 +114,10 @@ static const struct subcommand *find_subcommand(const char *name)
 static int parse_opts(int argc, char **argv, struct cli *cli)
 {
     static const struct option longopts[] = {
-        {"quick", no_argument, NULL, 'q'},      {"json", required_argument, NULL, 'j'},
-        {"reps", required_argument, NULL, 'r'}, {"threads", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
+        {"quick", no_argument, NULL, 'q'},          {"json", required_argument, NULL, 'j'},
+        {"reps", required_argument, NULL, 'r'},     {"threads", required_argument, NULL, 't'},
+        {"scenario", required_argument, NULL, 's'}, {"out", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     int c, rc = 0;
 
@@ -129,6 +138,18 @@ static int parse_opts(int argc, char **argv, struct cli *cli)
         case 'r':
             rc = parse_reps(optarg, &cli->opts.reps);
             break;
+        case 's':
+            if (mm__bench_run_check_scenarios(optarg) < 0)
+                return bad_arg("--scenario wants names from free,garbage,live,grow,churn,scale, "
+                               "not",
+                               optarg);
+            cli->opts.scenarios = optarg;
+            break;
+        case 'o':
+            if (optarg[0] == '\0')
+                return bad_arg("--out wants a directory, not", optarg);
+            cli->opts.out_dir = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 1;
@@ -140,6 +161,9 @@ static int parse_opts(int argc, char **argv, struct cli *cli)
     }
     if (rc == 0 && optind < argc)
         return bad_arg("unexpected argument", argv[optind]);
+    if (rc == 0 && strcmp(argv[0], "run") != 0 &&
+        (cli->opts.scenarios != NULL || cli->opts.out_dir != NULL))
+        return bad_arg("--scenario and --out are options of run only, not of", argv[0]);
     return rc;
 }
 

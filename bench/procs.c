@@ -169,6 +169,33 @@ int mm__proc_wait_line(mm_proc_t *p, const char *line, int timeout_ms)
     }
 }
 
+int mm__proc_read_line(mm_proc_t *p, char *out, size_t cap, int timeout_ms)
+{
+    int64_t deadline = deadline_after(timeout_ms);
+
+    if (p == NULL || out == NULL || cap == 0 || p->out_fd < 0)
+        return -EINVAL;
+    for (;;) {
+        char *nl = memchr(p->buf, '\n', p->buf_len);
+
+        if (nl != NULL) {
+            size_t len = (size_t)(nl - p->buf);
+            size_t keep = len < cap - 1 ? len : cap - 1;
+
+            memcpy(out, p->buf, keep);
+            out[keep] = '\0';
+            p->buf_len -= len + 1;
+            memmove(p->buf, nl + 1, p->buf_len);
+            return 0;
+        }
+        if (p->buf_len == sizeof(p->buf))
+            p->buf_len = 0; /* longer than any line awaited: dropped */
+        int rc = fill_buf(p, deadline);
+        if (rc < 0)
+            return rc;
+    }
+}
+
 int mm__proc_signal(const mm_proc_t *p, int sig)
 {
     if (p == NULL || p->pid <= 0)

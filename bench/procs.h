@@ -27,6 +27,11 @@ int mm__proc_spawn(mm_proc_t *p, char *const argv[], bool capture_stdout);
  * if the child closed stdout first. */
 int mm__proc_wait_line(mm_proc_t *p, const char *line, int timeout_ms);
 
+/* Read the child's next stdout line into out (NUL-terminated, without the
+ * newline); a line longer than cap - 1 is cut to fit. -ETIMEDOUT, or -EPIPE
+ * if the child closed stdout first. */
+int mm__proc_read_line(mm_proc_t *p, char *out, size_t cap, int timeout_ms);
+
 int mm__proc_signal(const mm_proc_t *p, int sig);
 
 /* Reap the child; after timeout_ms it is killed with SIGKILL and reaped.

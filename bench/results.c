@@ -19,10 +19,12 @@
 #define MM_SOURCE_DIR ""
 #endif
 
-/* rows: array of row objects; args: array of strings. Both owned. */
+/* rows: array of row objects; args: array of strings; notes: array of
+ * not-run notes. All owned. */
 struct mm_results {
     json_t *rows;
     json_t *args;
+    json_t *notes;
 };
 
 int mm__results_new(int argc, char *const argv[], mm_results_t **out)
@@ -33,7 +35,8 @@ int mm__results_new(int argc, char *const argv[], mm_results_t **out)
         return -ENOMEM;
     r->rows = json_array();
     r->args = json_array();
-    if (r->rows == NULL || r->args == NULL)
+    r->notes = json_array();
+    if (r->rows == NULL || r->args == NULL || r->notes == NULL)
         goto fail;
     for (int i = 0; i < argc; i++)
         if (json_array_append_new(r->args, json_string(argv[i])) < 0)
@@ -51,6 +54,7 @@ void mm__results_free(mm_results_t *r)
         return;
     json_decref(r->rows);
     json_decref(r->args);
+    json_decref(r->notes);
     free(r);
 }
 
@@ -137,6 +141,26 @@ int mm__results_add_median(mm_results_t *r, const mm_result_row_t *row, const do
         json_object_set_new(obj, "reps", json_integer((json_int_t)n)) < 0)
         return -ENOMEM;
     return 0;
+}
+
+int mm__results_not_run(mm_results_t *r, const char *scenario, const char *system,
+                        const char *reason)
+{
+    if (r == NULL || scenario == NULL || system == NULL || reason == NULL)
+        return -EINVAL;
+    json_t *note =
+        json_pack("{s:s, s:s, s:s}", "scenario", scenario, "system", system, "reason", reason);
+    return note != NULL && json_array_append_new(r->notes, note) == 0 ? 0 : -ENOMEM;
+}
+
+const json_t *mm__results_rows(const mm_results_t *r)
+{
+    return r->rows;
+}
+
+const json_t *mm__results_notes(const mm_results_t *r)
+{
+    return r->notes;
 }
 
 /* ---- Meta ------------------------------------------------------------- */
@@ -251,6 +275,11 @@ static json_t *meta_new(const mm_results_t *r)
                      "hugepages", meta_hugepages());
 }
 
+json_t *mm__results_meta(const mm_results_t *r)
+{
+    return meta_new(r);
+}
+
 int mm__results_write_json(const mm_results_t *r, const char *path)
 {
     json_t *root = json_pack("{s:o, s:O}", "meta", meta_new(r), "results", r->rows);
@@ -259,6 +288,10 @@ int mm__results_write_json(const mm_results_t *r, const char *path)
 
     if (root == NULL)
         return -ENOMEM;
+    if (json_array_size(r->notes) > 0 && json_object_set(root, "not_run", r->notes) < 0) {
+        json_decref(root);
+        return -ENOMEM;
+    }
     f = fopen(path, "w");
     if (f == NULL) {
         rc = -errno;

@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
 typedef struct mm_results mm_results_t;
 
 /* What a row measures; the strings are copied when the row is added. */
@@ -50,7 +52,23 @@ int mm__results_add_median(mm_results_t *r, const mm_result_row_t *row, const do
  * n is 0. The samples are not modified. */
 double mm__results_median(const double *samples, size_t n);
 
-/* Write {"meta": {...}, "results": [...]} to path. -errno on failure; a
+/* Note that scenario could not be run on system, and why (copied); written
+ * as {"scenario", "system", "reason"} in the file's "not_run" list, never as
+ * a row with a value. -EINVAL, -ENOMEM. */
+int mm__results_not_run(mm_results_t *r, const char *scenario, const char *system,
+                        const char *reason);
+
+/* The rows added so far (a jansson array of objects, borrowed: valid until
+ * the next add or mm__results_free()) and the "not_run" notes (the same). */
+const json_t *mm__results_rows(const mm_results_t *r);
+const json_t *mm__results_notes(const mm_results_t *r);
+
+/* The meta block as written to files (a new reference the caller owns), or
+ * NULL without memory. */
+json_t *mm__results_meta(const mm_results_t *r);
+
+/* Write {"meta": {...}, "results": [...]} (plus "not_run": [...] when
+ * there are notes) to path. -errno on failure; a
  * failed write may leave a partial file. */
 int mm__results_write_json(const mm_results_t *r, const char *path);
 

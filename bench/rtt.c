@@ -953,7 +953,7 @@ static int scale_open(const mm_bench_daemon_t *d, struct scale_proc *procs, int 
     return err;
 }
 
-static int bench_scale(const mm_bench_opts_t *opts, mm_results_t *res)
+int mm__bench_scale(const mm_bench_opts_t *opts, mm_results_t *res)
 {
     int window_ms = opts->quick ? SCALE_WINDOW_QUICK : SCALE_WINDOW_MS;
     struct scale_proc procs[SCALE_PROCESSES] = {{0}};
@@ -1002,7 +1002,7 @@ static int bench_scale(const mm_bench_opts_t *opts, mm_results_t *res)
 int mm__bench_rtt(const mm_bench_opts_t *opts, mm_results_t *res)
 {
     int rc = bench_rtt(opts, res);
-    int rc_scale = bench_scale(opts, res);
+    int rc_scale = mm__bench_scale(opts, res);
 
     return rc < 0 ? rc : rc_scale;
 }

@@ -105,6 +105,13 @@ void mm__guest_frames_free(mm_guest_t *g, void *addr, uint64_t bytes)
     mm__fpr_notify(g);
 }
 
+void mm__guest_frames_free_resident(mm_guest_t *g, void *addr, uint64_t bytes)
+{
+    (void)mm_free(g->client, addr, bytes); /* fails only on a bug of ours, as above */
+    guest_count(&g->used_bytes, -(int64_t)bytes);
+    mm__fpr_notify(g);
+}
+
 int mm__guest_add_shrinker(mm_guest_t *g, mm_guest_shrink_fn fn, void *arg)
 {
     if (!fn)

@@ -131,6 +131,9 @@ int mm__guest_add_shrinker(mm_guest_t *g, mm_guest_shrink_fn fn, void *arg);
  */
 int mm__guest_frames_alloc(mm_guest_t *g, uint64_t bytes, uint64_t align, void **out);
 void mm__guest_frames_free(mm_guest_t *g, void *addr, uint64_t bytes);
+/* Free frames without releasing their pages: they stay resident on the free
+ * list, as a guest kernel's freed pages do, until someone takes them. */
+void mm__guest_frames_free_resident(mm_guest_t *g, void *addr, uint64_t bytes);
 
 /*
  * Reclaim at least bytes of frames: drop page cache first, then swap the

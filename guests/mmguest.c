@@ -87,6 +87,8 @@ static void usage(FILE *f)
             "                        rounds verify the kept values and replace one\n"
             "  cache=SIZE            each round reads the first SIZE of the disk through\n"
             "                        the page cache and verifies every block (needs --disk)\n"
+            "  free=SIZE             SIZE of memory written once and freed at setup: the\n"
+            "                        guest then holds it as free, resident RAM\n"
             "  temp=SIZE             anonymous memory filled at start and left idle; freed\n"
             "                        on SIGUSR2 (verified until then)\n"
             "Sizes are written like 4096, 512K, 200M, 4G. Example:\n"

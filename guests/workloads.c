@@ -160,7 +160,7 @@ static void report(const char *fmt, ...)
 
 /* ---- The spec ------------------------------------------------------------ */
 
-static const char *const kind_names[] = {"anon", "gc", "je", "cache", "temp"};
+static const char *const kind_names[] = {"anon", "gc", "je", "cache", "free", "temp"};
 
 static int parse_pct(const char *text, unsigned *out)
 {
@@ -180,7 +180,7 @@ static int parse_pct(const char *text, unsigned *out)
 /* One item, "name=SIZE[:key=PCT]", in a writable copy. */
 static int parse_item(char *text, mm_wl_item_t *it, char *why, size_t why_len)
 {
-    static const char *const option_of[] = {"hot", "live", "live", NULL, NULL};
+    static const char *const option_of[] = {"hot", "live", "live", NULL, NULL, NULL};
     char *eq = strchr(text, '='), *opt;
     int kind = -1;
 
@@ -193,7 +193,7 @@ static int parse_item(char *text, mm_wl_item_t *it, char *why, size_t why_len)
         if (strcmp(text, kind_names[k]) == 0)
             kind = k;
     if (kind < 0) {
-        say(why, why_len, "unknown workload '%s' (anon, gc, je, cache or temp)", text);
+        say(why, why_len, "unknown workload '%s' (anon, gc, je, cache, free or temp)", text);
         return -EINVAL;
     }
     it->kind = (mm_wl_kind_t)kind;
@@ -619,6 +619,30 @@ static uint64_t anon_round(mm_wl_t *w, size_t i)
     return errors;
 }
 
+/* Take bytes of frames in whole chunks, write them and free them without
+ * releasing their pages: they stay on the guest's free list, resident. */
+static int free_start(mm_wl_t *w, const mm_wl_item_t *it, char *why, size_t why_len)
+{
+    uint64_t chunks = (it->bytes + MM_CHUNK_SIZE - 1) / MM_CHUNK_SIZE;
+    void **held = calloc((size_t)chunks, sizeof *held);
+    uint64_t n = 0;
+    int err = held ? 0 : -ENOMEM;
+
+    for (; err == 0 && n < chunks; n++) {
+        err = mm__guest_frames_alloc(w->g, MM_CHUNK_SIZE, MM_CHUNK_SIZE, &held[n]);
+        if (err < 0)
+            break;
+        memset(held[n], 0x5a, MM_CHUNK_SIZE);
+    }
+    for (uint64_t i = 0; i < n; i++)
+        mm__guest_frames_free_resident(w->g, held[i], MM_CHUNK_SIZE);
+    free(held);
+    if (err < 0)
+        say(why, why_len, "cannot set up %" PRIu64 " bytes of free memory: %s",
+            chunks * MM_CHUNK_SIZE, mm_strerror(err));
+    return err;
+}
+
 /* ---- The page cache -------------------------------------------------------- */
 
 static int cache_start(mm_wl_t *w, const mm_wl_item_t *it, char *why, size_t why_len)
@@ -903,9 +927,13 @@ int mm__wl_start(mm_guest_t *g, const mm_wl_spec_t *spec, mm_wl_t **out, char *w
             err = cache_start(w, it, why, why_len);
             break;
         case MM_WL_GC:
+        case MM_WL_FREE:
             break;
         }
     }
+    for (size_t i = 0; i < spec->n && err == 0; i++)
+        if (spec->items[i].kind == MM_WL_FREE)
+            err = free_start(w, &spec->items[i], why, why_len);
     if (err < 0) {
         mm__wl_stop(w);
         return err;

@@ -7,6 +7,10 @@
  *   gc=SIZE[:live=PCT]    a Boehm GC heap served from the guest's memory;
  *   je=SIZE[:live=PCT]    a jemalloc arena served from the guest's memory;
  *   cache=SIZE            reads of the guest's disk through its page cache;
+ *   free=SIZE             anonymous memory written once and freed at setup,
+ *                         so that the guest holds SIZE of free, resident RAM
+ *                         (a guest after a finished job: what a host wants
+ *                         back first).
  *   temp=SIZE             anonymous memory filled at start, left idle, and
  *                         freed by mm__wl_free_temp() (a phase's buffers).
  * A running set (mm_wl_t) owns what its items hold: the anonymous ranges, the
@@ -33,13 +37,14 @@ typedef enum mm_wl_kind {
     MM_WL_GC,
     MM_WL_JE,
     MM_WL_CACHE,
+    MM_WL_FREE,
     MM_WL_TEMP,
 } mm_wl_kind_t;
 
 typedef struct mm_wl_item {
     mm_wl_kind_t kind;
     uint64_t bytes; /* > 0 */
-    unsigned pct;   /* anon: hot percent; gc, je: live percent; cache: 100 */
+    unsigned pct;   /* anon: hot percent; gc, je: live percent; cache, free: 100 */
 } mm_wl_item_t;
 
 #define MM_WL_MAX_ITEMS 16
@@ -62,7 +67,8 @@ int mm__wl_parse(const char *text, mm_wl_spec_t *out, char *why, size_t why_len)
 bool mm__wl_has(const mm_wl_spec_t *spec, mm_wl_kind_t kind);
 /* The largest cache= item in bytes (0: none). */
 uint64_t mm__wl_cache_bytes(const mm_wl_spec_t *spec);
-/* The memory the anon, gc and je items hold together, in bytes. */
+/* The memory the anon, gc, je and free items need together, in bytes (free
+ * items only while the set is set up). */
 uint64_t mm__wl_memory_bytes(const mm_wl_spec_t *spec);
 
 /*
@@ -77,7 +83,8 @@ int mm__wl_disk_prepare(const char *path, uint64_t bytes, char *why, size_t why_
 
 /*
  * Set every item of spec up in guest g: allocate, fill, and for gc and je
- * drop the garbage; register the shrink hooks. Call it from the main thread,
+ * drop the garbage; register the shrink hooks. free items come last, so that
+ * no other item reuses the frames they leave free. Call it from the main thread,
  * once per process (the GC and the jemalloc arena are the process's), before
  * anything else uses libgc. On success *out owns the set until
  * mm__wl_stop(). On failure why says what failed, and what the set took is
