@@ -69,6 +69,9 @@ static json_t *client_entry(const mm_host_client_t *c)
         json_object_set_new(o, "driver_requests", json_integer((json_int_t)c->baseline_messages));
         json_object_set_new(o, "driver_discarded_bytes",
                             json_integer((json_int_t)c->baseline_discarded_bytes));
+        json_object_set_new(o, "driver_discards", json_integer((json_int_t)c->baseline_discards));
+        json_object_set_new(o, "driver_discard_ns",
+                            json_integer((json_int_t)c->baseline_discard_ns));
     }
     /* Host paging: what is in swap now, what was paged out ever, and
      * whether the client offered a userfaultfd at all. */

@@ -100,7 +100,10 @@ __attribute__((format(printf, 4, 5))) static int refuse(mm_host_client_t *c, uin
 
 static void discard(mm_host_client_t *c, uint64_t off, uint64_t len)
 {
+    uint64_t t0 = mm__now_ns();
     int err = mm__punch(c->region_fd, off, len);
+    c->baseline_discard_ns += mm__now_ns() - t0;
+    c->baseline_discards++;
     if (err < 0)
         log_warn("client %u: discarding %llu bytes at %llu: %s", c->id, (unsigned long long)len,
                  (unsigned long long)off, strerror(-err));

@@ -123,6 +123,8 @@ typedef struct mm_host_client {
     uint64_t balloon_frames, unplugged_chunks;
     uint64_t baseline_messages;        /* requests handled, ever */
     uint64_t baseline_discarded_bytes; /* punched for the driver, ever */
+    uint64_t baseline_discard_ns;      /* time in those punches */
+    uint64_t baseline_discards;        /* punch calls */
 
     /* Counters shown by mmctl. */
     uint64_t reclaimed_bytes_total; /* taken back by the host, ever */
