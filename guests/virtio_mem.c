@@ -106,8 +106,10 @@ static int isolate(mm_guest_t *g, uint32_t chunk)
             }
         }
     }
-    if (have == MM_CHUNK_FRAMES)
+    if (have == MM_CHUNK_FRAMES) {
+        mm__frames_clear_reserver(f, chunk);
         return 0;
+    }
     for (uint32_t k = 0; k < MM_CHUNK_FRAMES; k++)
         if ((ours[k / 64] >> (k % 64)) & 1)
             (void)mm_free(g->client,
@@ -153,8 +155,10 @@ static int plug_one(mm_guest_t *g)
             continue;
         int err = request(g, MM_MSG_VMEM_PLUG, i);
         if (err == 0) {
-            set_unplugged(g, i, false);
+            /* Online first, then count it plugged: whoever sees the count
+             * finds the memory usable. */
             (void)mm_free(g->client, g->base + (uint64_t)i * MM_CHUNK_SIZE, MM_CHUNK_SIZE);
+            set_unplugged(g, i, false);
         }
         return err;
     }

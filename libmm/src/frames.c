@@ -782,6 +782,17 @@ int mm__frames_claim(mm_frames_t *f, uint64_t frame)
     return -EBUSY;
 }
 
+void mm__frames_clear_reserver(mm_frames_t *f, uint32_t chunk)
+{
+    if (!f || chunk >= f->chunk_count)
+        return;
+    _Atomic uint32_t *cw = chunk_word(f, chunk);
+    uint32_t w = load_acquire(cw);
+    for (int i = 0; i < MM_FRAMES_MAX_RETRIES && (w & MM_CW_RESERVER_MASK); i++)
+        if (!(w & MM_CW_RECLAIMED) && cas_acq_rel(cw, &w, w & ~MM_CW_RESERVER_MASK))
+            return;
+}
+
 void mm__frames_unreserve(mm_frames_t *f, mm_frames_thread_t *t)
 {
     if (!f || !t)

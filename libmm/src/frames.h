@@ -118,6 +118,10 @@ int mm__frames_free(mm_frames_t *f, uint64_t first_frame, uint64_t nframes);
  */
 int mm__frames_claim(mm_frames_t *f, uint64_t frame);
 
+/* Client: clear chunk's reserver, whoever it is (a block whose every frame
+ * a driver took leaves the allocator, reservations included). */
+void mm__frames_clear_reserver(mm_frames_t *f, uint32_t chunk);
+
 /* Client: drop the thread's reservation (thread exit, client close). */
 void mm__frames_unreserve(mm_frames_t *f, mm_frames_thread_t *t);
 
