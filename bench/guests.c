@@ -26,7 +26,10 @@
  * daemon's: alloc_ns_per_page (the guest allocating balloon pages one at a
  * time), msg_us_per_256 (sending 256 frame numbers and waiting for the host,
  * less the host's discards), discard_us_per_page (the host's
- * fallocate(PUNCH_HOLE) of one 4 KiB page).
+ * fallocate(PUNCH_HOLE) of one 4 KiB page); beside them, as system floor,
+ * anon_madvise_us_per_page: what QEMU's discard costs per page when guest
+ * RAM is private anonymous memory (madvise(MADV_DONTNEED)), as in the
+ * published profile.
  */
 #include "bench.h"
 
@@ -35,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "guestrun.h"
@@ -49,7 +53,7 @@ typedef struct sample {
     bool reached, intact, measured;
     double ms, taken, swap_out, floor_ms;
     /* balloon only */
-    double alloc_ns, pages, msg_ns, requests, discard_ns;
+    double alloc_ns, pages, msg_ns, requests, discard_ns, madvise_us;
 } sample_t;
 
 typedef struct sizes {
@@ -60,6 +64,23 @@ typedef struct sizes {
 static double ratio(double a, double b)
 {
     return b > 0 ? a / b : 0;
+}
+
+/* What QEMU's balloon pays per page when guest RAM is private anonymous
+ * memory rather than a shared memfd: madvise(MADV_DONTNEED) of one touched
+ * 4 KiB page, in us (the 2017 profile's "madvise" share). < 0 on failure. */
+static double anon_madvise_us_per_page(uint64_t bytes)
+{
+    uint8_t *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return -1;
+    memset(p, 1, bytes);
+    uint64_t t0 = mm__bench_now_ns();
+    for (uint64_t off = 0; off < bytes; off += 4096)
+        (void)madvise(p + off, 4096, MADV_DONTNEED); /* cannot fail on our own mapping */
+    double us = (double)(mm__bench_now_ns() - t0) / 1e3 / (double)(bytes / 4096);
+    munmap(p, bytes);
+    return us;
 }
 
 /* One guest of driver: free, lower, wait, raise, stop. */
@@ -119,6 +140,7 @@ static int run_one(const char *driver, const sizes_t *z, sample_t *s)
         s->requests = (double)mm__bench_json_u64(stats, "driver_requests");
         s->discard_ns = (double)mm__bench_json_u64(after, "driver_discard_ns");
         s->floor_ms = mm__bench_punch_floor_ms(z->ram, (uint64_t)s->taken);
+        s->madvise_us = anon_madvise_us_per_page(s->taken > 0 ? (uint64_t)s->taken : MM_MIB);
         s->measured = true;
         /* All of RAM again, so that the guest verifies with room. */
         (void)mm__guestrun_ask(&g, &d, z->ram);
@@ -176,6 +198,10 @@ static bool report(mm_results_t *res, const char *driver, const sample_t *s, siz
     add(res, "balloon-calibration", "balloon", "alloc_ns_per_page", "ns", alloc, n);
     add(res, "balloon-calibration", "balloon", "msg_us_per_256", "us", msg, n);
     add(res, "balloon-calibration", "balloon", "discard_us_per_page", "us", discard, n);
+    double madv[MAX_REPS];
+    for (size_t i = 0; i < n; i++)
+        madv[i] = s[i].madvise_us;
+    add(res, "balloon-calibration", "floor", "anon_madvise_us_per_page", "us", madv, n);
     return good;
 }
 
