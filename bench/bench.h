@@ -35,6 +35,7 @@ typedef struct mm_bench_opts {
 
 int mm__bench_cut(const mm_bench_opts_t *opts, mm_results_t *res);
 int mm__bench_gc(const mm_bench_opts_t *opts, mm_results_t *res);
+int mm__bench_guests(const mm_bench_opts_t *opts, mm_results_t *res);
 int mm__bench_demo(const mm_bench_opts_t *opts, mm_results_t *res);
 int mm__bench_alloc(const mm_bench_opts_t *opts, mm_results_t *res);
 int mm__bench_rtt(const mm_bench_opts_t *opts, mm_results_t *res);

@@ -5,7 +5,7 @@
  *   mmbench run [--quick] [--scenario NAME,...] [--out DIR]
  *
  * This file parses the command line, runs the subcommand (cut.c, demo.c,
- * alloc.c, rtt.c, gc.c, run.c),
+ * alloc.c, rtt.c, gc.c, guests.c, run.c),
  * prints its rows as a table and writes them with the run's meta block to
  * --json FILE (results.c). Exit status: 0 when the subcommand succeeded, 1
  * when it failed, 2 on a bad argument.
@@ -32,6 +32,8 @@ static const struct subcommand subcommands[] = {
     {"rtt", "control-plane round trip against a bare echo; clients one daemon holds",
      mm__bench_rtt},
     {"gc", "Boehm GC and jemalloc heaps giving their garbage back on revocation", mm__bench_gc},
+    {"guests", "one guest per memory driver down to the same size; balloon's parts timed",
+     mm__bench_guests},
     {"run", "every scenario on every system (mm, baselines, floor): report and plots",
      mm__bench_run},
 };

@@ -23,18 +23,27 @@
 /* Allocation attempts, each after a reclaim, before the guest gives up. */
 #define ALLOC_TRIES 8
 
+static const char *const driver_names[] = {
+    [MM_GUEST_DRIVER_MM] = "mm",
+    [MM_GUEST_DRIVER_BALLOON] = "balloon",
+    [MM_GUEST_DRIVER_FPR] = "fpr",
+    [MM_GUEST_DRIVER_VIRTIO_MEM] = "virtio-mem",
+};
+
 int mm__guest_driver_parse(const char *text, mm_guest_driver_t *out)
 {
-    if (text && strcmp(text, "mm") == 0) {
-        *out = MM_GUEST_DRIVER_MM;
-        return 0;
+    for (size_t i = 0; text && i < sizeof driver_names / sizeof driver_names[0]; i++) {
+        if (strcmp(text, driver_names[i]) == 0) {
+            *out = (mm_guest_driver_t)i;
+            return 0;
+        }
     }
     return -EINVAL;
 }
 
 const char *mm__guest_driver_name(mm_guest_driver_t d)
 {
-    return d == MM_GUEST_DRIVER_MM ? "mm" : "?";
+    return (size_t)d < sizeof driver_names / sizeof driver_names[0] ? driver_names[d] : "?";
 }
 
 mm_client_t *mm__guest_client(mm_guest_t *g)
@@ -74,7 +83,10 @@ int mm__guest_frames_alloc(mm_guest_t *g, uint64_t bytes, uint64_t align, void *
             guest_count(&g->used_bytes, (int64_t)bytes);
             return 0;
         }
-        if (err != -ENOMEM || mm__guest_reclaim(g, bytes) == 0)
+        if (err != -ENOMEM)
+            return err;
+        /* Nothing left to reclaim: the balloon deflates on OOM, once. */
+        if (mm__guest_reclaim(g, bytes) == 0 && mm__balloon_oom(g) == 0)
             return err;
     }
     return -ENOMEM;
@@ -83,16 +95,21 @@ int mm__guest_frames_alloc(mm_guest_t *g, uint64_t bytes, uint64_t align, void *
 void mm__guest_frames_free(mm_guest_t *g, void *addr, uint64_t bytes)
 {
     /* The frames were ours: both calls fail only on a bug of ours, which
-     * the counters would then show. */
-    (void)mm_release(g->client, addr, bytes);
+     * the counters would then show. Under a baseline driver a freed frame
+     * stays resident, as a VM's freed memory does on its host until a
+     * driver gives it back. */
+    if (g->opts.driver == MM_GUEST_DRIVER_MM)
+        (void)mm_release(g->client, addr, bytes);
     (void)mm_free(g->client, addr, bytes);
     guest_count(&g->used_bytes, -(int64_t)bytes);
+    mm__fpr_notify(g);
 }
 
 void mm__guest_frames_free_resident(mm_guest_t *g, void *addr, uint64_t bytes)
 {
     (void)mm_free(g->client, addr, bytes); /* fails only on a bug of ours, as above */
     guest_count(&g->used_bytes, -(int64_t)bytes);
+    mm__fpr_notify(g);
 }
 
 int mm__guest_add_shrinker(mm_guest_t *g, mm_guest_shrink_fn fn, void *arg)
@@ -164,6 +181,7 @@ static uint64_t on_revoke(mm_client_t *client, const mm_revoke_request_t *req, v
 
 static void guest_free(mm_guest_t *g)
 {
+    mm__driver_stop(g); /* before the parts its thread uses go */
     if (g->pager)
         mm__pager_destroy(g->pager); /* no faults handled from here on */
     mm__cache_fini(g);
@@ -176,12 +194,13 @@ static void guest_free(mm_guest_t *g)
         close(g->uffd);
     pthread_mutex_destroy(&g->reclaim_lock);
     pthread_mutex_destroy(&g->lock);
+    mm__driver_fini(g);
     free(g);
 }
 
 int mm__guest_open(const mm_guest_opts_t *opts, mm_guest_t **out)
 {
-    if (!opts || !out || opts->ram_bytes == 0 || opts->driver != MM_GUEST_DRIVER_MM)
+    if (!opts || !out || opts->ram_bytes == 0 || (unsigned)opts->driver >= MM_DRIVER_COUNT)
         return -EINVAL;
     mm_guest_t *g = calloc(1, sizeof *g);
     if (!g)
@@ -192,6 +211,7 @@ int mm__guest_open(const mm_guest_opts_t *opts, mm_guest_t **out)
     g->cache.disk_fd = -1;
     pthread_mutex_init(&g->lock, NULL);
     pthread_mutex_init(&g->reclaim_lock, NULL);
+    mm__driver_init(g);
 
     int err = g->uffd = mm__uffd_open();
     if (err >= 0) {
@@ -206,6 +226,7 @@ int mm__guest_open(const mm_guest_opts_t *opts, mm_guest_t **out)
         co.flags = MM_CLIENT_THREAD | MM_CLIENT_NO_POPULATE | MM_CLIENT_NO_HOST_PAGING;
         co.on_revoke = on_revoke;
         co.revoke_arg = g;
+        co.driver = (uint32_t)opts->driver;
         err = mm_client_open(opts->socket, &co, &g->client);
     }
     if (err >= 0) {
@@ -230,6 +251,8 @@ int mm__guest_open(const mm_guest_opts_t *opts, mm_guest_t **out)
         err = mm__cache_init(g);
     if (err >= 0)
         err = mm__pager_start(g->pager);
+    if (err >= 0)
+        err = mm__driver_start(g);
     if (err < 0) {
         guest_free(g);
         return err;
@@ -277,4 +300,30 @@ void mm__guest_stats(mm_guest_t *g, mm_guest_stats_t *out)
     out->swap_errors = guest_read(&g->swap_errors);
     out->first_swap_ns = guest_read(&g->first_swap_ns);
     out->last_cache_drop_ns = guest_read(&g->last_cache_drop_ns);
+    out->driver = g->opts.driver;
+    out->balloon_bytes = guest_read(&g->balloon_bytes);
+    out->oom_deflates = guest_read(&g->oom_deflates);
+    out->reported_bytes = guest_read(&g->reported_bytes);
+    out->plugged_bytes = guest_read(&g->plugged_bytes);
+    out->moved_frames = guest_read(&g->moved_frames);
+    out->driver_requests = guest_read(&g->driver_requests);
+    out->driver_units = guest_read(&g->driver_units);
+    out->driver_alloc_ns = guest_read(&g->driver_alloc_ns);
+    out->driver_msg_ns = guest_read(&g->driver_msg_ns);
+}
+
+uint64_t mm__guest_free_unneeded(mm_guest_t *g)
+{
+    pthread_mutex_lock(&g->reclaim_lock);
+    uint64_t freed = mm__cache_drop(g, UINT64_MAX);
+    pthread_mutex_unlock(&g->reclaim_lock);
+    pthread_mutex_lock(&g->lock);
+    int n = g->shrinker_count;
+    pthread_mutex_unlock(&g->lock);
+    for (int i = 0; i < n; i++) {
+        uint64_t gave = g->shrinkers[i].fn(g->shrinkers[i].arg, UINT64_MAX / 2);
+        guest_count(&g->shrunk_bytes, (int64_t)gave);
+        freed += gave;
+    }
+    return freed;
 }

@@ -41,9 +41,13 @@
  * of its own and the kernel allows 65,530 per process. */
 #define MM_GUEST_MAX_PAGES 32768u
 
-/* The memory driver a guest runs (the baselines join this list). */
+/* The memory driver a guest runs (the values of enum mm_driver, which the
+ * hello carries). The baselines are described in docs/baselines.md. */
 typedef enum mm_guest_driver {
-    MM_GUEST_DRIVER_MM = 0,
+    MM_GUEST_DRIVER_MM = MM_DRIVER_MM,
+    MM_GUEST_DRIVER_BALLOON = MM_DRIVER_BALLOON,
+    MM_GUEST_DRIVER_FPR = MM_DRIVER_FPR,
+    MM_GUEST_DRIVER_VIRTIO_MEM = MM_DRIVER_VIRTIO_MEM,
 } mm_guest_driver_t;
 
 typedef struct mm_guest mm_guest_t;
@@ -86,9 +90,21 @@ typedef struct mm_guest_stats {
     uint64_t swap_errors;        /* swap-ins that failed their checksum */
     uint64_t first_swap_ns;      /* when the guest first swapped (0: never) */
     uint64_t last_cache_drop_ns; /* when it last dropped cache (0: never) */
+    /* Baseline drivers (0 under the others). */
+    mm_guest_driver_t driver;
+    uint64_t balloon_bytes;   /* balloon: pages in the balloon now */
+    uint64_t oom_deflates;    /* balloon: deflations on OOM */
+    uint64_t reported_bytes;  /* fpr: reported in total */
+    uint64_t plugged_bytes;   /* virtio-mem: plugged now */
+    uint64_t moved_frames;    /* virtio-mem: used frames moved out of blocks */
+    uint64_t driver_requests; /* messages sent to the host */
+    uint64_t driver_units;    /* pages (balloon) or blocks given to the host */
+    uint64_t driver_alloc_ns; /* balloon: time allocating balloon pages */
+    uint64_t driver_msg_ns;   /* time in requests to the host (its work included) */
 } mm_guest_stats_t;
 
-/* Parse a driver name ("mm"). -EINVAL otherwise. */
+/* Parse a driver name ("mm", "balloon", "fpr", "virtio-mem"). -EINVAL
+ * otherwise. */
 int mm__guest_driver_parse(const char *text, mm_guest_driver_t *out);
 const char *mm__guest_driver_name(mm_guest_driver_t d);
 
@@ -152,6 +168,11 @@ mm_frame_source_t mm__guest_anon_source(mm_guest_t *g);
 /* The frame (region offset) behind the guest-virtual page holding addr, or
  * -ENOENT when it is not resident. */
 int64_t mm__guest_anon_frame(mm_guest_t *g, const void *addr);
+
+/* The guest frees what it can do without (its runtimes' garbage, its page
+ * cache), as a workload that finished a phase does: how memory becomes free
+ * for free page reporting. Returns the bytes freed. */
+uint64_t mm__guest_free_unneeded(mm_guest_t *g);
 
 /* Read 4 KiB block of the disk through the page cache. -ENXIO: no disk or
  * the block lies past its end. */

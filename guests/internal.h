@@ -60,6 +60,45 @@ typedef struct page_cache {
 
 #define MAX_SHRINKERS 4
 
+/*
+ * A baseline driver (balloon.c, fpr.c, virtio_mem.c). Its thread (driver.c)
+ * runs step() when the host rings (a new target: the device's config
+ * interrupt), when the guest kicks it, or when the wait step() asked for
+ * has passed. Drivers keep their state in the guest's drv below.
+ */
+typedef struct guest_driver_ops {
+    int (*init)(mm_guest_t *g);  /* before the thread starts; -errno */
+    void (*fini)(mm_guest_t *g); /* after it stopped */
+    /* One pass; returns the ns to wait before the next (-1: until woken). */
+    int64_t (*step)(mm_guest_t *g);
+} guest_driver_ops_t;
+
+extern const guest_driver_ops_t mm__balloon_ops, mm__fpr_ops, mm__vmem_ops;
+
+typedef struct guest_driver {
+    const guest_driver_ops_t *ops; /* NULL under the mm driver */
+    pthread_t thread;
+    bool running;
+    pthread_mutex_t lock; /* guards the fields below and the drivers' lists */
+    pthread_cond_t wake;
+    bool kicked, stop;
+    /* balloon: frame numbers in the balloon (a stack), as the driver's page
+     * list; the target it last met (it acts again only when that changes,
+     * as the device's config interrupt makes it). */
+    uint32_t *pfns;
+    uint64_t npfns, cap_pfns;
+    uint64_t met_target;
+    /* fpr: a free was seen (PAGE_REPORTING_REQUESTED) at requested_ns;
+     * reported: one bit per chunk reported and not touched since. */
+    bool requested;
+    uint64_t requested_ns;
+    uint64_t *reported;
+    /* virtio-mem: one bit per chunk (block) unplugged. */
+    uint64_t *unplugged;
+    uint64_t unplugged_blocks;
+    int64_t retry_ns; /* the retry timer's next wait */
+} guest_driver_t;
+
 struct mm_guest {
     mm_guest_opts_t opts;
     mm_client_t *client;
@@ -83,7 +122,25 @@ struct mm_guest {
     _Atomic uint64_t cache_dropped_bytes, cache_lost_bytes, shrunk_bytes;
     _Atomic uint64_t zero_fills, moves, revocations, cache_hits, cache_misses, swap_errors;
     _Atomic uint64_t virtual_bytes, first_swap_ns, last_cache_drop_ns;
+    guest_driver_t drv;
+    _Atomic uint64_t balloon_bytes, oom_deflates, reported_bytes, plugged_bytes, moved_frames;
+    _Atomic uint64_t driver_requests, driver_units, driver_alloc_ns, driver_msg_ns;
 };
+
+/* driver.c: the baseline driver's thread and what the drivers share. init
+ * and fini bracket the guest's life; start (once open) and stop (before
+ * the guest's parts go) the thread. */
+void mm__driver_init(mm_guest_t *g);
+void mm__driver_fini(mm_guest_t *g);
+int mm__driver_start(mm_guest_t *g);
+void mm__driver_stop(mm_guest_t *g);
+void mm__driver_kick(mm_guest_t *g);
+/* One request to the host, timed into driver_msg_ns. 0 or -errno. */
+int mm__driver_call(mm_guest_t *g, mm_msg_hdr_t *req, uint64_t *done);
+/* balloon.c: deflate on OOM (256 pages); returns the bytes given back. */
+uint64_t mm__balloon_oom(mm_guest_t *g);
+/* fpr.c: a free happened (PAGE_REPORTING_REQUESTED). */
+void mm__fpr_notify(mm_guest_t *g);
 
 /* gvm.c */
 int mm__gv_init(mm_guest_t *g, uint64_t virtual_bytes);
@@ -97,6 +154,8 @@ void mm__cache_fini(mm_guest_t *g);
 /* Drop least recently used cache chunks until bytes are freed (also
  * forgetting chunks the host took). Returns the bytes freed. */
 uint64_t mm__cache_drop(mm_guest_t *g, uint64_t bytes);
+/* Drop the cache chunk at addr, if there is one. Returns the bytes freed. */
+uint64_t mm__cache_drop_at(mm_guest_t *g, const void *addr);
 
 static inline void guest_count(_Atomic uint64_t *c, int64_t delta)
 {

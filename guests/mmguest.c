@@ -6,8 +6,9 @@
  * block pattern when missing), opens the guest (a client of kind guest),
  * sets every workload up, prints "ready" and runs rounds, 50 ms apart,
  * until SIGTERM or SIGINT. SIGUSR1 prints one JSON line of the guest's
- * statistics. On stop it verifies every byte the workloads hold, prints a
- * final JSON line with "data_intact" and exits 0 only if all is intact.
+ * statistics; SIGUSR2 makes the guest free what it can do without (its
+ * temp= items, its runtimes' garbage and its page cache). On stop it verifies every byte the
+ * workloads hold, prints a final JSON line with "data_intact" and exits 0 only if all is intact.
  *
  * Signals: handlers only write a byte to a pipe, which the main thread reads
  * between rounds. They are blocked in the threads libmm starts; libgc
@@ -43,7 +44,7 @@ struct guest_args {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: mmguest --socket PATH --ram SIZE --driver mm [--name NAME]\n"
+            "usage: mmguest --socket PATH --ram SIZE --driver NAME [--name NAME]\n"
             "               [--disk FILE --cache SIZE] [--swap FILE] [--swap-size SIZE]\n"
             "               --workload SPEC\n"
             "\n"
@@ -52,11 +53,18 @@ static void usage(FILE *f)
             "image and a swap device. Set the workloads up, print \"ready\", then run rounds\n"
             "until SIGTERM or SIGINT; then verify every byte the workloads hold, print a\n"
             "final JSON line with \"data_intact\" and exit 0 only if all is intact.\n"
-            "SIGUSR1 prints one JSON line of the guest's statistics and \"rounds\".\n"
+            "SIGUSR1 prints one JSON line of the guest's statistics and \"rounds\" (and the\n"
+            "driver's own: balloon_bytes, oom_deflates, reported_bytes, plugged_bytes...).\n"
+            "SIGUSR2 makes the guest free what it can do without, as a workload ending a\n"
+            "phase: its temp= items, its runtimes' garbage (a full collection, a purge)\n"
+            "and its page cache.\n"
             "\n"
             "  --socket PATH      the daemon's client socket\n"
             "  --ram SIZE         guest-physical RAM (e.g. 256M)\n"
-            "  --driver NAME      the memory driver: mm\n"
+            "  --driver NAME      the memory driver: mm (the host sets a target; mmctl set),\n"
+            "                     balloon (virtio-balloon; mmctl balloon), fpr (free page\n"
+            "                     reporting; no host command), virtio-mem (mmctl\n"
+            "                     virtio-mem); see docs/baselines.md\n"
             "  --name NAME        name shown by mmctl (default: guest-<pid>)\n"
             "  --disk FILE        disk image read through the page cache; created with\n"
             "                     mmguest's block pattern if missing (size: the largest\n"
@@ -81,6 +89,8 @@ static void usage(FILE *f)
             "                        the page cache and verifies every block (needs --disk)\n"
             "  free=SIZE             SIZE of memory written once and freed at setup: the\n"
             "                        guest then holds it as free, resident RAM\n"
+            "  temp=SIZE             anonymous memory filled at start and left idle; freed\n"
+            "                        on SIGUSR2 (verified until then)\n"
             "Sizes are written like 4096, 512K, 200M, 4G. Example:\n"
             "  --workload anon=64M:hot=25,gc=48M:live=25,cache=32M\n",
             MM_WL_MAX_ITEMS);
@@ -180,7 +190,7 @@ static int parse_args(int argc, char **argv, struct guest_args *a)
             break;
         case 'd':
             if (mm__guest_driver_parse(optarg, &o->driver) < 0)
-                return bad_arg("unknown --driver (known: mm)", optarg);
+                return bad_arg("unknown --driver (known: mm, balloon, fpr, virtio-mem)", optarg);
             have_driver = true;
             break;
         case 'n':
@@ -227,7 +237,7 @@ static int sig_pipe[2] = {-1, -1};
 static void on_signal(int sig)
 {
     int saved = errno;
-    char byte = sig == SIGUSR1 ? 'u' : 't';
+    char byte = sig == SIGUSR1 ? 'u' : sig == SIGUSR2 ? 'f' : 't';
     ssize_t n = write(sig_pipe[1], &byte, 1); /* async-signal-safe */
 
     (void)n; /* a full pipe already holds a request */
@@ -240,7 +250,7 @@ static void on_signal(int sig)
 static int setup_signals(sigset_t *set)
 {
     struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESTART};
-    const int sigs[] = {SIGTERM, SIGINT, SIGUSR1};
+    const int sigs[] = {SIGTERM, SIGINT, SIGUSR1, SIGUSR2};
 
     if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
         perror("mmguest: pipe");
@@ -258,8 +268,9 @@ static int setup_signals(sigset_t *set)
     return -pthread_sigmask(SIG_BLOCK, set, NULL);
 }
 
-/* Wait up to timeout_ms for signals; sets *stop and *stats for what came. */
-static void wait_signals(int timeout_ms, bool *stop, bool *stats)
+/* Wait up to timeout_ms for signals; sets *stop, *stats and *free_now for
+ * what came. */
+static void wait_signals(int timeout_ms, bool *stop, bool *stats, bool *free_now)
 {
     struct pollfd p = {.fd = sig_pipe[0], .events = POLLIN};
     char bytes[16];
@@ -271,6 +282,8 @@ static void wait_signals(int timeout_ms, bool *stop, bool *stats)
         for (ssize_t i = 0; i < n; i++) {
             if (bytes[i] == 't')
                 *stop = true;
+            else if (bytes[i] == 'f')
+                *free_now = true;
             else
                 *stats = true;
         }
@@ -291,6 +304,32 @@ static void read_stats(void *arg)
     mm__guest_stats(c->g, &c->st);
 }
 
+/* The driver's own fields, formatted (starting with a comma). Not
+ * reentrant: one static buffer. */
+static const char *driver_fields(const mm_guest_stats_t *s)
+{
+    static char buf[512];
+    int n = snprintf(buf, sizeof buf, ",\"driver\":\"%s\"", mm__guest_driver_name(s->driver));
+    if (s->driver == MM_GUEST_DRIVER_BALLOON)
+        n += snprintf(buf + n, sizeof buf - (size_t)n,
+                      ",\"balloon_bytes\":%" PRIu64 ",\"oom_deflates\":%" PRIu64
+                      ",\"driver_alloc_ns\":%" PRIu64,
+                      s->balloon_bytes, s->oom_deflates, s->driver_alloc_ns);
+    else if (s->driver == MM_GUEST_DRIVER_FPR)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, ",\"reported_bytes\":%" PRIu64,
+                      s->reported_bytes);
+    else if (s->driver == MM_GUEST_DRIVER_VIRTIO_MEM)
+        n += snprintf(buf + n, sizeof buf - (size_t)n,
+                      ",\"plugged_bytes\":%" PRIu64 ",\"moved_frames\":%" PRIu64, s->plugged_bytes,
+                      s->moved_frames);
+    if (s->driver != MM_GUEST_DRIVER_MM)
+        snprintf(buf + n, sizeof buf - (size_t)n,
+                 ",\"driver_requests\":%" PRIu64 ",\"driver_units\":%" PRIu64
+                 ",\"driver_msg_ns\":%" PRIu64,
+                 s->driver_requests, s->driver_units, s->driver_msg_ns);
+    return buf;
+}
+
 /* One JSON line: every field of mm_guest_stats_t, then rounds, then extra
  * (already formatted, starting with a comma) if not NULL. */
 static void print_stats(mm_guest_t *g, mm_wl_t *w, uint64_t rounds, const char *extra)
@@ -307,12 +346,12 @@ static void print_stats(mm_guest_t *g, mm_wl_t *w, uint64_t rounds, const char *
            ",\"shrunk_bytes\":%" PRIu64 ",\"zero_fills\":%" PRIu64 ",\"moves\":%" PRIu64
            ",\"revocations\":%" PRIu64 ",\"cache_hits\":%" PRIu64 ",\"cache_misses\":%" PRIu64
            ",\"swap_errors\":%" PRIu64 ",\"first_swap_ns\":%" PRIu64
-           ",\"last_cache_drop_ns\":%" PRIu64 ",\"rounds\":%" PRIu64 "%s}\n",
+           ",\"last_cache_drop_ns\":%" PRIu64 ",\"rounds\":%" PRIu64 "%s%s}\n",
            s->ram_bytes, s->target_bytes, s->resident_bytes, s->used_bytes, s->anon_bytes,
            s->cache_bytes, s->virtual_bytes, s->swapped_bytes, s->swap_out_bytes, s->swap_in_bytes,
            s->cache_dropped_bytes, s->cache_lost_bytes, s->shrunk_bytes, s->zero_fills, s->moves,
            s->revocations, s->cache_hits, s->cache_misses, s->swap_errors, s->first_swap_ns,
-           s->last_cache_drop_ns, rounds, extra ? extra : "");
+           s->last_cache_drop_ns, rounds, driver_fields(s), extra ? extra : "");
     fflush(stdout);
 }
 
@@ -336,7 +375,7 @@ static int run(const struct guest_args *a)
     mm_guest_t *g = NULL;
     mm_wl_t *w = NULL;
     uint64_t rounds = 0, round_errors = 0, errors, bytes;
-    bool stop = false, stats = false;
+    bool stop = false, stats = false, free_now = false;
     sigset_t set;
     char why[256], extra[160];
     int err;
@@ -359,7 +398,12 @@ static int run(const struct guest_args *a)
     while (!stop) {
         round_errors += mm__wl_round(w);
         rounds++;
-        wait_signals(ROUND_PAUSE_MS, &stop, &stats);
+        wait_signals(ROUND_PAUSE_MS, &stop, &stats, &free_now);
+        if (free_now) {
+            uint64_t freed = mm__wl_free_temp(w) + mm__guest_free_unneeded(g);
+            fprintf(stderr, "mmguest: freed %" PRIu64 " bytes it could do without\n", freed);
+            free_now = false;
+        }
         if (stats) {
             print_stats(g, w, rounds, NULL);
             stats = false;

@@ -439,6 +439,23 @@ uint64_t mm__cache_drop(mm_guest_t *g, uint64_t bytes)
     return freed;
 }
 
+uint64_t mm__cache_drop_at(mm_guest_t *g, const void *addr)
+{
+    page_cache_t *pc = &g->cache;
+    uint64_t freed = 0;
+
+    if (!pc->chunks)
+        return 0;
+    pthread_mutex_lock(&pc->lock);
+    for (uint32_t i = 0; i < pc->max_chunks && !freed; i++)
+        if (pc->chunks[i].addr == addr)
+            freed = chunk_release(g, i);
+    if (freed)
+        guest_count(&g->cache_dropped_bytes, (int64_t)freed);
+    pthread_mutex_unlock(&pc->lock);
+    return freed;
+}
+
 int mm__guest_disk_read(mm_guest_t *g, uint64_t block, void *buf)
 {
     page_cache_t *pc = &g->cache;

@@ -67,6 +67,7 @@ typedef struct anon_item {
     uint64_t next_write;  /* the next hot page a round rewrites */
     uint32_t *gen;        /* per page */
     uint64_t seed;
+    bool temp; /* a temp= item: freed by mm__wl_free_temp (pages then 0) */
 } anon_item_t;
 
 typedef struct cache_item {
@@ -159,7 +160,7 @@ static void report(const char *fmt, ...)
 
 /* ---- The spec ------------------------------------------------------------ */
 
-static const char *const kind_names[] = {"anon", "gc", "je", "cache", "free"};
+static const char *const kind_names[] = {"anon", "gc", "je", "cache", "free", "temp"};
 
 static int parse_pct(const char *text, unsigned *out)
 {
@@ -179,7 +180,7 @@ static int parse_pct(const char *text, unsigned *out)
 /* One item, "name=SIZE[:key=PCT]", in a writable copy. */
 static int parse_item(char *text, mm_wl_item_t *it, char *why, size_t why_len)
 {
-    static const char *const option_of[] = {"hot", "live", "live", NULL, NULL};
+    static const char *const option_of[] = {"hot", "live", "live", NULL, NULL, NULL};
     char *eq = strchr(text, '='), *opt;
     int kind = -1;
 
@@ -192,11 +193,11 @@ static int parse_item(char *text, mm_wl_item_t *it, char *why, size_t why_len)
         if (strcmp(text, kind_names[k]) == 0)
             kind = k;
     if (kind < 0) {
-        say(why, why_len, "unknown workload '%s' (anon, gc, je, cache or free)", text);
+        say(why, why_len, "unknown workload '%s' (anon, gc, je, cache, free or temp)", text);
         return -EINVAL;
     }
     it->kind = (mm_wl_kind_t)kind;
-    it->pct = kind == MM_WL_GC || kind == MM_WL_JE ? 25 : 100;
+    it->pct = kind == MM_WL_GC || kind == MM_WL_JE ? 25 : kind == MM_WL_TEMP ? 0 : 100;
     opt = strchr(eq + 1, ':');
     if (opt != NULL)
         *opt++ = '\0';
@@ -914,7 +915,10 @@ int mm__wl_start(mm_guest_t *g, const mm_wl_spec_t *spec, mm_wl_t **out, char *w
 
         switch (it->kind) {
         case MM_WL_ANON:
+        case MM_WL_TEMP:
             err = anon_start(w, it, i, why, why_len);
+            if (err == 0)
+                w->anon[w->n_anon - 1].temp = it->kind == MM_WL_TEMP;
             break;
         case MM_WL_JE:
             err = je_start(w, it, why, why_len);
@@ -1008,13 +1012,39 @@ uint64_t mm__wl_verify(mm_wl_t *w, uint64_t *bytes)
     return v.errors;
 }
 
+static void free_temp(void *arg)
+{
+    struct verify_call *v = arg;
+
+    for (size_t i = 0; i < v->w->n_anon; i++) {
+        anon_item_t *a = &v->w->anon[i];
+
+        if (!a->temp || a->pages == 0)
+            continue;
+        if (mm__guest_anon_free(v->w->g, a->base, a->alloc_bytes) < 0) {
+            v->errors++;
+            continue;
+        }
+        v->bytes += a->alloc_bytes;
+        a->pages = a->hot = a->alloc_bytes = 0;
+    }
+}
+
+uint64_t mm__wl_free_temp(mm_wl_t *w)
+{
+    struct verify_call v = {w, 0, 0};
+
+    mm__wl_blocking(w, free_temp, &v);
+    return v.bytes;
+}
+
 static void give_back(void *arg)
 {
     mm_wl_t *w = arg;
 
     for (size_t i = 0; i < w->n_anon; i++) {
         anon_item_t *a = &w->anon[i];
-        int err = mm__guest_anon_free(w->g, a->base, a->alloc_bytes);
+        int err = a->alloc_bytes ? mm__guest_anon_free(w->g, a->base, a->alloc_bytes) : 0;
 
         if (err < 0) /* the guest's close takes it anyway */
             fprintf(stderr, "mmguest: cannot free anon item %zu: %s\n", i, mm_strerror(err));

@@ -11,6 +11,8 @@
  *                         so that the guest holds SIZE of free, resident RAM
  *                         (a guest after a finished job: what a host wants
  *                         back first).
+ *   temp=SIZE             anonymous memory filled at start, left idle, and
+ *                         freed by mm__wl_free_temp() (a phase's buffers).
  * A running set (mm_wl_t) owns what its items hold: the anonymous ranges, the
  * GC roots, the jemalloc arena and its values, and the shrink hooks it gave
  * the guest. The disk holds a pattern mm__wl_disk_prepare() wrote: every
@@ -36,6 +38,7 @@ typedef enum mm_wl_kind {
     MM_WL_JE,
     MM_WL_CACHE,
     MM_WL_FREE,
+    MM_WL_TEMP,
 } mm_wl_kind_t;
 
 typedef struct mm_wl_item {
@@ -110,6 +113,10 @@ uint64_t mm__wl_verify(mm_wl_t *w, uint64_t *bytes);
  * touch GC objects.
  */
 void mm__wl_blocking(mm_wl_t *w, void (*fn)(void *arg), void *arg);
+
+/* Free the temp= items (their memory goes back to the guest's allocator;
+ * they are verified no more). Returns the bytes freed. */
+uint64_t mm__wl_free_temp(mm_wl_t *w);
 
 /* Turn the shrink hooks off (they give 0 from now on), give back the
  * anonymous ranges and the jemalloc arena, detach the GC and free the set.

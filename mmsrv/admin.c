@@ -44,7 +44,7 @@ static json_t *client_entry(const mm_host_client_t *c)
         "{s:I, s:s, s:i, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
         " s:I, s:I, s:I, s:b, s:b, s:I, s:I, s:I}",
         "id", (json_int_t)c->id, "name", c->name, "pid", (int)c->pid, "kind", kind_name(c->kind),
-        "driver", "mm", "min_bytes", (json_int_t)c->min_bytes, "max_bytes",
+        "driver", mm__driver_name(c->driver), "min_bytes", (json_int_t)c->min_bytes, "max_bytes",
         (json_int_t)c->max_bytes, "weight", (json_int_t)c->weight, "region_bytes",
         (json_int_t)c->region_bytes, "target_bytes", (json_int_t)c->target_bytes, "granted_bytes",
         (json_int_t)((uint64_t)c->granted_chunks * MM_CHUNK_SIZE), "owned_bytes",
@@ -58,6 +58,21 @@ static json_t *client_entry(const mm_host_client_t *c)
     if (!o)
         return NULL;
     json_object_set_new(o, "node", json_integer(c->numa_node));
+    if (c->driver == MM_DRIVER_BALLOON)
+        json_object_set_new(o, "balloon_bytes",
+                            json_integer((json_int_t)(c->balloon_frames * MM_FRAME_SIZE)));
+    if (c->driver == MM_DRIVER_VIRTIO_MEM)
+        json_object_set_new(
+            o, "plugged_bytes",
+            json_integer((json_int_t)(c->region_bytes - c->unplugged_chunks * MM_CHUNK_SIZE)));
+    if (mm__is_baseline(c)) {
+        json_object_set_new(o, "driver_requests", json_integer((json_int_t)c->baseline_messages));
+        json_object_set_new(o, "driver_discarded_bytes",
+                            json_integer((json_int_t)c->baseline_discarded_bytes));
+        json_object_set_new(o, "driver_discards", json_integer((json_int_t)c->baseline_discards));
+        json_object_set_new(o, "driver_discard_ns",
+                            json_integer((json_int_t)c->baseline_discard_ns));
+    }
     /* Host paging: what is in swap now, what was paged out ever, and
      * whether the client offered a userfaultfd at all. */
     json_object_set_new(o, "paged_bytes", json_integer((json_int_t)mm__paging_paged_bytes(c)));
@@ -217,6 +232,10 @@ static json_t *do_set(mm_server_t *s, char *who, char **save)
     uint64_t min = st.has_min ? st.min : c->min_bytes, max = st.has_max ? st.max : c->max_bytes;
     if (min > max)
         return error_json("min is above max%s", "");
+    if (st.has_target && mm__is_baseline(c))
+        return error_json("client '%s' runs a baseline driver: its target is set with balloon "
+                          "or virtio-mem",
+                          c->name);
     c->min_bytes = min;
     c->max_bytes = max;
     if (st.has_weight)
@@ -240,10 +259,28 @@ static json_t *do_reclaim(mm_server_t *s, const char *who, const char *size)
         return error_json("no client '%s'", who ? who : "");
     if (!size || mm_parse_size(size, &bytes) < 0 || bytes == 0)
         return error_json("reclaim needs a size like 64M, not '%s'", size ? size : "");
+    if (mm__is_baseline(c))
+        return error_json("client '%s' runs a baseline driver: use balloon or virtio-mem", c->name);
     mm__reclaim_from(s, c, bytes, &taken, &asked);
     return json_pack("{s:I, s:s, s:I, s:I, s:I}", "id", (json_int_t)c->id, "name", c->name,
                      "taken_bytes", (json_int_t)taken, "asked_bytes", (json_int_t)asked,
                      "granted_bytes", (json_int_t)((uint64_t)c->granted_chunks * MM_CHUNK_SIZE));
+}
+
+/* "balloon CLIENT SIZE" (the memory the guest keeps, as QEMU's monitor
+ * command) and "virtio-mem CLIENT SIZE" (the requested size). */
+static json_t *do_driver_target(mm_server_t *s, uint32_t driver, const char *who, const char *size)
+{
+    mm_host_client_t *c = who ? mm__client_find(s, who) : NULL;
+    uint64_t bytes;
+    char why[160];
+    if (!c)
+        return error_json("no client '%s'", who ? who : "");
+    if (!size || mm_parse_size(size, &bytes) < 0 || bytes == 0)
+        return error_json("%s needs a size like 512M", mm__driver_name(driver));
+    if (mm__baseline_set_target(s, c, driver, bytes, why, sizeof why) < 0)
+        return error_json("%s", why);
+    return client_entry(c);
 }
 
 static json_t *execute(mm_server_t *s, char *line)
@@ -263,6 +300,10 @@ static json_t *execute(mm_server_t *s, char *line)
         return do_set(s, arg, &save);
     if (strcmp(cmd, "reclaim") == 0)
         return do_reclaim(s, arg, strtok_r(NULL, " \t", &save));
+    if (strcmp(cmd, "balloon") == 0)
+        return do_driver_target(s, MM_DRIVER_BALLOON, arg, strtok_r(NULL, " \t", &save));
+    if (strcmp(cmd, "virtio-mem") == 0)
+        return do_driver_target(s, MM_DRIVER_VIRTIO_MEM, arg, strtok_r(NULL, " \t", &save));
     return error_json("unknown request '%s'", cmd);
 }
 

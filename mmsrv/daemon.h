@@ -111,6 +111,21 @@ typedef struct mm_host_client {
     bool freeze_confirmed;    /* every thread was seen stopped */
     uint64_t freezes, early_thaws;
 
+    /* Baseline memory drivers (baselines.c). driver_target_bytes: what the
+     * admin asked the guest to keep (balloon) or to have plugged
+     * (virtio-mem), the region size until then; it is the client's target.
+     * ballooned: one bit per frame the balloon holds; unplugged: one bit per
+     * chunk (virtio-mem block) unplugged. */
+    uint32_t driver; /* enum mm_driver */
+    uint64_t driver_target_bytes;
+    uint64_t *ballooned;
+    uint64_t *unplugged;
+    uint64_t balloon_frames, unplugged_chunks;
+    uint64_t baseline_messages;        /* requests handled, ever */
+    uint64_t baseline_discarded_bytes; /* punched for the driver, ever */
+    uint64_t baseline_discard_ns;      /* time in those punches */
+    uint64_t baseline_discards;        /* punch calls */
+
     /* Counters shown by mmctl. */
     uint64_t reclaimed_bytes_total; /* taken back by the host, ever */
     uint64_t discarded_bytes_total; /* of which discardable chunks */
@@ -242,6 +257,23 @@ typedef struct mm_client_usage {
     uint64_t discardable_bytes; /* chunks marked discardable */
 } mm_client_usage_t;
 void mm__client_usage(const mm_host_client_t *c, mm_client_usage_t *u);
+
+/* baselines.c: the host side of the guest model's baseline drivers. */
+static inline bool mm__is_baseline(const mm_host_client_t *c)
+{
+    return c->driver != MM_DRIVER_MM;
+}
+const char *mm__driver_name(uint32_t driver);
+/* After the hello: the driver's bookkeeping. -ENOMEM. */
+int mm__baseline_init(mm_host_client_t *c, uint32_t driver);
+void mm__baseline_fini(mm_host_client_t *c);
+/* Handle a checked balloon, free-page-report or virtio-mem request and
+ * reply. Returns < 0 only when the reply could not be sent. */
+int mm__baseline_message(mm_server_t *s, mm_host_client_t *c, const void *buf, int type);
+/* The admin's "balloon CLIENT SIZE" and "virtio-mem CLIENT SIZE": set the
+ * driver's target. 0, or a negative errno with why (a line) filled. */
+int mm__baseline_set_target(mm_server_t *s, mm_host_client_t *c, uint32_t driver, uint64_t bytes,
+                            char *why, size_t why_len);
 
 /* admin.c */
 int mm__admin_accept(mm_server_t *s);

@@ -5,7 +5,8 @@
  * (metrics.c); `top` asks for status again every interval and redraws it.
  *
  *   mmctl [--admin-socket PATH] [--json] status | clients | capacity SIZE
- *         | set CLIENT key=value... | reclaim CLIENT SIZE | metrics
+ *         | set CLIENT key=value... | reclaim CLIENT SIZE | balloon CLIENT SIZE
+ *         | virtio-mem CLIENT SIZE | metrics
  *         | top [--interval MS] [--iterations N]
  */
 #include <errno.h>
@@ -35,6 +36,10 @@ static void usage(FILE *out)
             "  capacity SIZE   set the bytes clients may hold resident (e.g. 4G)\n"
             "  set CLIENT key=value...  min=, max=, weight=, target=SIZE|auto\n"
             "  reclaim CLIENT SIZE      take SIZE back from a client now\n"
+            "  balloon CLIENT SIZE      a balloon guest keeps SIZE: its balloon then holds\n"
+            "                           RAM - SIZE, in 4 KiB pages (QEMU's balloon command)\n"
+            "  virtio-mem CLIENT SIZE   a virtio-mem guest's requested (plugged) size, a\n"
+            "                           multiple of the 2 MiB block\n"
             "  metrics         status as Prometheus text (format 0.0.4) on stdout,\n"
             "                  for node_exporter's textfile collector; --json ignored\n"
             "  top             live per-client view, sorted by resident bytes;\n"
@@ -107,7 +112,8 @@ static void print_text(const char *cmd, json_t *reply)
         print_clients(json_object_get(reply, "clients"));
     } else if (strcmp(cmd, "clients") == 0) {
         print_clients(json_object_get(reply, "clients"));
-    } else if (strcmp(cmd, "set") == 0) {
+    } else if (strcmp(cmd, "set") == 0 || strcmp(cmd, "balloon") == 0 ||
+               strcmp(cmd, "virtio-mem") == 0) {
         json_t *one = json_array();
         json_array_append(one, reply);
         print_clients(one);
@@ -179,6 +185,15 @@ static void build_request(int argc, char **argv, char *req, size_t cap)
             usage_error("reclaim needs a client and a size like 64M, not '%s'",
                         argc > 2 ? argv[2] : "");
         snprintf(req, cap, "reclaim %s %llu\n", argv[1], (unsigned long long)bytes);
+        return;
+    }
+    if (strcmp(cmd, "balloon") == 0 || strcmp(cmd, "virtio-mem") == 0) {
+        if (argc != 3 || mm_parse_size(argv[2], &bytes) < 0 || bytes == 0)
+            usage_error(strcmp(cmd, "balloon") == 0
+                            ? "balloon needs a client and a size like 512M, not '%s'"
+                            : "virtio-mem needs a client and a size like 512M, not '%s'",
+                        argc > 2 ? argv[2] : "");
+        snprintf(req, cap, "%s %s %llu\n", cmd, argv[1], (unsigned long long)bytes);
         return;
     }
     if (strcmp(cmd, "set") == 0) {

@@ -122,6 +122,8 @@ static uint32_t reclaim_scan(mm_host_client_t *c, uint32_t want, enum scan_kind 
  * discardable chunks no reader pins. */
 static uint32_t reclaim_client(mm_host_client_t *c, uint32_t want)
 {
+    if (mm__is_baseline(c))
+        return 0; /* a baseline guest's memory is its own: only its driver gives it */
     uint32_t taken = reclaim_scan(c, want, SCAN_FREE);
     if (taken < want)
         taken += reclaim_scan(c, want - taken, SCAN_FREE_STEAL);
@@ -301,8 +303,10 @@ static void publish_target(mm_host_client_t *c, uint64_t target)
     uint32_t was = atomic_load_explicit(&c->ctl->pressure, memory_order_relaxed);
     /* Ring only for news the client must act on: a lower target or another
      * pressure level. A rise is read at its next look (an install's reply
-     * already says what was granted). */
-    bool ring = target < c->target_bytes || was != pressure;
+     * already says what was granted), but for a baseline guest, whose
+     * driver acts on every change as on the device's config interrupt. */
+    bool ring = target < c->target_bytes || was != pressure ||
+                (mm__is_baseline(c) && target != c->target_bytes);
     c->target_bytes = target;
     atomic_store_explicit(&c->ctl->target_bytes, target, memory_order_relaxed);
     atomic_store_explicit(&c->ctl->pressure, pressure, memory_order_release);
@@ -324,13 +328,16 @@ void mm__policy_update(mm_server_t *s)
         mm_host_client_t *c = list[i];
         /* A frozen client still wants the pages the host took from it. */
         uint64_t frozen_out = c->frozen ? mm__paging_paged_bytes(c) : 0;
+        /* A baseline guest's target is its driver's (baselines.c). */
+        bool baseline = mm__is_baseline(c);
         in[i] = (mm_policy_input_t){.demand_bytes = held_of(c) + c->unmet_bytes + frozen_out,
                                     .idle_bytes = c->idle_bytes,
                                     .min_bytes = c->min_bytes,
                                     .max_bytes = c->max_bytes,
                                     .weight = c->weight,
-                                    .pinned = c->pinned,
-                                    .pinned_bytes = c->pinned_bytes};
+                                    .pinned = c->pinned || baseline,
+                                    .pinned_bytes =
+                                        baseline ? c->driver_target_bytes : c->pinned_bytes};
     }
     mm__policy_targets(mm__policy_capacity(s->capacity_bytes, s->psi_some_avg10), s->cfg.idle_tax,
                        in, n, target);
@@ -476,6 +483,8 @@ static void post_revocations(mm_server_t *s, mm_host_client_t *except, uint32_t 
         mm_host_client_t *c = list[i];
         /* A client that let its last request lapse is left to the forced
          * steps: asking it again would only hold up the others. */
+        if (mm__is_baseline(c))
+            continue; /* never asked: the host has only the driver's own request */
         if (c != except && held_of(c) > c->target_bytes && !c->revoke_pending &&
             !c->revoke_missed && !c->revoke_empty)
             list[k++] = c;
@@ -502,7 +511,7 @@ void mm__reclaim_from(mm_server_t *s, mm_host_client_t *c, uint64_t bytes, uint6
     uint32_t got = reclaim_client(c, want);
     *taken = (uint64_t)got * MM_CHUNK_SIZE;
     *asked = 0;
-    if (got < want && !c->revoke_pending) {
+    if (got < want && !c->revoke_pending && !mm__is_baseline(c)) {
         *asked = (uint64_t)(want - got) * MM_CHUNK_SIZE;
         post_revocation(c, *asked, MM_REVOKE_ADMIN, mm__now_ns());
     }
@@ -562,6 +571,10 @@ int mm__install(mm_server_t *s, mm_host_client_t *c, uint32_t slot, const uint32
     if (room > pool_room)
         room = pool_room;
     uint32_t grant = allow < room ? allow : room, k = 0;
+    /* A VM's RAM is its own: the host cannot refuse a baseline guest a page
+     * it touches (it made what room it could above). */
+    if (mm__is_baseline(c))
+        grant = asked < limit - c->granted_chunks ? asked : limit - c->granted_chunks;
     for (uint32_t i = 0; i < n && k < grant; i++) {
         if (!host_reclaimed(c, chunks[i]))
             continue; /* already granted, or asked twice */
@@ -643,8 +656,9 @@ static bool any_actionable_over_target(mm_server_t *s)
 {
     struct cds_lfht_iter iter;
     mm_host_client_t *c;
-    for_each_client(s, iter, c) if (held_of(c) > c->target_bytes && !c->revoke_pending &&
-                                    !c->revoke_missed && !c->revoke_empty) return true;
+    for_each_client(s, iter, c) if (!mm__is_baseline(c) && held_of(c) > c->target_bytes &&
+                                    !c->revoke_pending && !c->revoke_missed &&
+                                    !c->revoke_empty) return true;
     return false;
 }
 

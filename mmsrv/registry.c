@@ -53,6 +53,7 @@ static void free_client(struct rcu_head *head)
 {
     mm_host_client_t *c = caa_container_of(head, mm_host_client_t, rcu);
     free(c->reclaimed);
+    mm__baseline_fini(c);
     free(c);
 }
 
@@ -318,6 +319,8 @@ static int handle_hello(mm_server_t *s, mm_host_client_t *c, const mm_msg_hello_
     }
     err = create_memory(c);
     if (err == 0)
+        err = mm__baseline_init(c, (m->flags & MM_HELLO_DRIVER_MASK) >> MM_HELLO_DRIVER_SHIFT);
+    if (err == 0)
         err = bind_region(s, c);
     if (err < 0) {
         log_warn("client %u: cannot create its memory: %s", c->id, strerror(-err));
@@ -339,8 +342,8 @@ static int handle_hello(mm_server_t *s, mm_host_client_t *c, const mm_msg_hello_
         return err;
     c->state = MM_CLIENT_REGISTERED;
     mm__registry_add(s, c);
-    log_info("client %u (%s, pid %d): registered, region %llu MiB", c->id, c->name, (int)c->pid,
-             (unsigned long long)(c->region_bytes >> 20));
+    log_info("client %u (%s, pid %d): registered, region %llu MiB, driver %s", c->id, c->name,
+             (int)c->pid, (unsigned long long)(c->region_bytes >> 20), mm__driver_name(c->driver));
     mm__policy_update(s);
     return 0;
 }
@@ -381,6 +384,14 @@ static int handle_message(mm_server_t *s, mm_host_client_t *c, const void *buf, 
     case MM_MSG_BYE:
         mm__client_remove(s, c, "said goodbye");
         return 0;
+    case MM_MSG_BALLOON_INFLATE:
+    case MM_MSG_BALLOON_DEFLATE:
+    case MM_MSG_FPR_REPORT:
+    case MM_MSG_VMEM_PLUG:
+    case MM_MSG_VMEM_UNPLUG:
+        if (c->state != MM_CLIENT_REGISTERED)
+            break;
+        return mm__baseline_message(s, c, buf, type);
     default:
         break;
     }

@@ -24,6 +24,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "client_internal.h"
 #include "frames.h"
 #include "pager.h"
 #include "platform.h"
@@ -48,6 +49,8 @@ struct mm_client {
     uint64_t answered_seq; /* guarded by dispatch_lock */
     mm_revoke_fn on_revoke;
     void *revoke_arg;
+    void (*on_bell)(void *arg); /* set before the host rings (client_internal.h) */
+    void *bell_arg;
     bool has_thread;
     bool populate; /* populate installed chunks (not MM_CLIENT_NO_POPULATE) */
     pthread_t thread;
@@ -139,7 +142,8 @@ static int hello(mm_client_t *c, const mm_client_opts_t *o)
     m.weight = o->weight;
     m.kind = o->kind;
     m.numa_node = o->numa_node;
-    if (mm__msg_check(&m, sizeof m) != MM_MSG_HELLO)
+    m.flags = o->driver << MM_HELLO_DRIVER_SHIFT;
+    if (o->driver >= MM_DRIVER_COUNT || mm__msg_check(&m, sizeof m) != MM_MSG_HELLO)
         return -EINVAL;
 
     union {
@@ -691,6 +695,35 @@ MM_EXPORT int mm_client_dispatch(mm_client_t *c)
         atomic_store_explicit(&ctl->ack_seq, seq, memory_order_release);
         err = mm__doorbell_ring(c->fds[MM_FD_DOORBELL_TO_HOST]);
     }
+    if (c->on_bell)
+        c->on_bell(c->bell_arg);
     pthread_mutex_unlock(&c->dispatch_lock);
+    return err;
+}
+
+void mm__client_on_bell(mm_client_t *c, void (*fn)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&c->dispatch_lock);
+    c->on_bell = fn;
+    c->bell_arg = arg;
+    pthread_mutex_unlock(&c->dispatch_lock);
+}
+
+int mm__client_install(mm_client_t *c, uint32_t chunk)
+{
+    int n = install_chunks(c, 0, &chunk, 1);
+    return n > 0 ? 0 : n;
+}
+
+mm_frames_t *mm__client_frames(mm_client_t *c)
+{
+    return &c->frames;
+}
+
+int mm__client_call(mm_client_t *c, mm_msg_hdr_t *req, void *reply, uint16_t want)
+{
+    pthread_mutex_lock(&c->sock_lock);
+    int err = round_trip(c, req, reply, want, NULL, NULL);
+    pthread_mutex_unlock(&c->sock_lock);
     return err;
 }

@@ -758,6 +758,41 @@ int mm__frames_free(mm_frames_t *f, uint64_t first_frame, uint64_t nframes)
     return free_range(f, first_frame, nframes);
 }
 
+int mm__frames_claim(mm_frames_t *f, uint64_t frame)
+{
+    if (!f || frame >= (uint64_t)f->chunk_count * MM_CHUNK_FRAMES)
+        return -EINVAL;
+    uint32_t chunk = (uint32_t)(frame / MM_CHUNK_FRAMES), bit = (uint32_t)(frame % MM_CHUNK_FRAMES);
+    _Atomic uint32_t *cw = chunk_word(f, chunk);
+    uint32_t w = load_acquire(cw);
+    bool counted = false;
+    for (int i = 0; i < MM_FRAMES_MAX_RETRIES && !counted; i++) {
+        uint32_t free_frames = mm_cw_free(w);
+        if ((w & (MM_CW_RECLAIMED | MM_CW_DISCARDABLE)) || free_frames == 0 ||
+            free_frames > MM_CHUNK_FRAMES)
+            return -EBUSY;
+        counted = cas_acq_rel(cw, &w, w - 1);
+    }
+    if (!counted)
+        return -EBUSY;
+    if (mark_bits(f, chunk, bit, 1))
+        return 0;
+    /* Someone else's frame: give the count back (it was never ours). */
+    (void)raise_free(f, chunk, 1);
+    return -EBUSY;
+}
+
+void mm__frames_clear_reserver(mm_frames_t *f, uint32_t chunk)
+{
+    if (!f || chunk >= f->chunk_count)
+        return;
+    _Atomic uint32_t *cw = chunk_word(f, chunk);
+    uint32_t w = load_acquire(cw);
+    for (int i = 0; i < MM_FRAMES_MAX_RETRIES && (w & MM_CW_RESERVER_MASK); i++)
+        if (!(w & MM_CW_RECLAIMED) && cas_acq_rel(cw, &w, w & ~MM_CW_RESERVER_MASK))
+            return;
+}
+
 void mm__frames_unreserve(mm_frames_t *f, mm_frames_thread_t *t)
 {
     if (!f || !t)

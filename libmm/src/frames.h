@@ -108,6 +108,20 @@ int mm__frames_find_run(const mm_frames_t *f, uint32_t nchunks, uint32_t hint,
  */
 int mm__frames_free(mm_frames_t *f, uint64_t first_frame, uint64_t nframes);
 
+/*
+ * Client: allocate one given frame if it is free (a chunk's frames taken one
+ * by one, as virtio-mem's unplug isolates a block before it moves the used
+ * frames out). Lowers the count first, then sets the bit, like any
+ * allocation; whoever reserved the chunk keeps its reservation.
+ * -EBUSY: the frame is in use, or its chunk is reclaimed or discardable;
+ * -EINVAL: outside the region.
+ */
+int mm__frames_claim(mm_frames_t *f, uint64_t frame);
+
+/* Client: clear chunk's reserver, whoever it is (a block whose every frame
+ * a driver took leaves the allocator, reservations included). */
+void mm__frames_clear_reserver(mm_frames_t *f, uint32_t chunk);
+
 /* Client: drop the thread's reservation (thread exit, client close). */
 void mm__frames_unreserve(mm_frames_t *f, mm_frames_thread_t *t);
 

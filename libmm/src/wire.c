@@ -42,7 +42,13 @@ static int check_hello(const mm_msg_hello_t *m)
         return -EINVAL;
     if (m->min_bytes > m->max_bytes || m->weight < 1 || m->weight > 10000)
         return -EINVAL;
-    if (m->kind > MM_KIND_GUEST || m->numa_node < -1 || m->numa_node > 1023 || m->flags != 0)
+    if (m->kind > MM_KIND_GUEST || m->numa_node < -1 || m->numa_node > 1023)
+        return -EINVAL;
+    uint32_t driver = (m->flags & MM_HELLO_DRIVER_MASK) >> MM_HELLO_DRIVER_SHIFT;
+    if ((m->flags & ~MM_HELLO_DRIVER_MASK) != 0 || driver >= MM_DRIVER_COUNT)
+        return -EINVAL;
+    /* Only a guest runs a memory driver other than mm's own. */
+    if (driver != MM_DRIVER_MM && m->kind != MM_KIND_GUEST)
         return -EINVAL;
     return MM_MSG_HELLO;
 }
@@ -52,6 +58,24 @@ static int check_counted(uint32_t count, uint32_t length, int allow_zero)
     if (count > MM_INSTALL_MAX || (count == 0 && !allow_zero))
         return -EINVAL;
     return length == mm__msg_install_length(count) ? 0 : -EPROTO;
+}
+
+uint32_t mm__msg_balloon_length(uint32_t count)
+{
+    return (uint32_t)(offsetof(mm_msg_balloon_t, pfns) + (size_t)count * sizeof(uint32_t));
+}
+
+uint32_t mm__msg_fpr_length(uint32_t count)
+{
+    return (uint32_t)(offsetof(mm_msg_fpr_t, addrs) + (size_t)count * sizeof(uint64_t));
+}
+
+/* A counted baseline message: count in 1..max, the length it implies. */
+static int check_baseline_count(uint32_t count, uint32_t max, uint32_t length, uint32_t want)
+{
+    if (count == 0 || count > max)
+        return -EINVAL;
+    return length == want ? 0 : -EPROTO;
 }
 
 /* Length a message of this type must have, 0 for counted types, -1 unknown. */
@@ -68,8 +92,16 @@ static long fixed_length(uint16_t type)
         return sizeof(mm_msg_error_t);
     case MM_MSG_PAGING:
         return sizeof(mm_msg_paging_t);
+    case MM_MSG_VMEM_PLUG:
+    case MM_MSG_VMEM_UNPLUG:
+        return sizeof(mm_msg_vmem_t);
+    case MM_MSG_BASELINE_REPLY:
+        return sizeof(mm_msg_baseline_reply_t);
     case MM_MSG_INSTALL:
     case MM_MSG_INSTALL_REPLY:
+    case MM_MSG_BALLOON_INFLATE:
+    case MM_MSG_BALLOON_DEFLATE:
+    case MM_MSG_FPR_REPORT:
         return 0;
     default:
         return -1;
@@ -118,6 +150,34 @@ int mm__msg_check(const void *buf, size_t len)
             err = -EINVAL;
         break;
     }
+    case MM_MSG_BALLOON_INFLATE:
+    case MM_MSG_BALLOON_DEFLATE: {
+        uint32_t count = ((const mm_msg_balloon_t *)buf)->count;
+        err = check_baseline_count(count, MM_BALLOON_PFNS_MAX, hdr->length,
+                                   mm__msg_balloon_length(count));
+        break;
+    }
+    case MM_MSG_FPR_REPORT: {
+        const mm_msg_fpr_t *m = buf;
+        err = check_baseline_count(m->count, MM_FPR_BLOCKS_MAX, hdr->length,
+                                   mm__msg_fpr_length(m->count));
+        for (uint32_t i = 0; err == 0 && i < m->count; i++)
+            if (m->addrs[i] % MM_CHUNK_SIZE || m->addrs[i] >= MM_REGION_MAX_BYTES)
+                err = -EINVAL;
+        break;
+    }
+    case MM_MSG_VMEM_PLUG:
+    case MM_MSG_VMEM_UNPLUG: {
+        const mm_msg_vmem_t *m = buf;
+        if (m->addr % MM_CHUNK_SIZE || m->addr >= MM_REGION_MAX_BYTES || m->nb_blocks == 0 ||
+            m->nb_blocks > (MM_REGION_MAX_BYTES - m->addr) / MM_CHUNK_SIZE)
+            err = -EINVAL;
+        break;
+    }
+    case MM_MSG_BASELINE_REPLY:
+        if (((const mm_msg_baseline_reply_t *)buf)->status > 0)
+            err = -EINVAL;
+        break;
     default:
         break;
     }
@@ -127,10 +187,19 @@ int mm__msg_check(const void *buf, size_t len)
 const char *mm__msg_type_name(uint16_t type)
 {
     static const char *const names[] = {
-        [MM_MSG_HELLO] = "hello",     [MM_MSG_HELLO_REPLY] = "hello-reply",
-        [MM_MSG_INSTALL] = "install", [MM_MSG_INSTALL_REPLY] = "install-reply",
-        [MM_MSG_BYE] = "bye",         [MM_MSG_ERROR] = "error",
+        [MM_MSG_HELLO] = "hello",
+        [MM_MSG_HELLO_REPLY] = "hello-reply",
+        [MM_MSG_INSTALL] = "install",
+        [MM_MSG_INSTALL_REPLY] = "install-reply",
+        [MM_MSG_BYE] = "bye",
+        [MM_MSG_ERROR] = "error",
         [MM_MSG_PAGING] = "paging",
+        [MM_MSG_BALLOON_INFLATE] = "balloon-inflate",
+        [MM_MSG_BALLOON_DEFLATE] = "balloon-deflate",
+        [MM_MSG_FPR_REPORT] = "fpr-report",
+        [MM_MSG_VMEM_PLUG] = "virtio-mem-plug",
+        [MM_MSG_VMEM_UNPLUG] = "virtio-mem-unplug",
+        [MM_MSG_BASELINE_REPLY] = "baseline-reply",
     };
     if (type < sizeof names / sizeof names[0] && names[type])
         return names[type];

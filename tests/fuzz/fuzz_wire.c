@@ -44,8 +44,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* Every type wire.h knows. An accepted type missing here fails the target, so
  * that a new message type also gets its reads exercised here. */
 static const uint16_t known_types[] = {
-    MM_MSG_HELLO, MM_MSG_HELLO_REPLY, MM_MSG_INSTALL, MM_MSG_INSTALL_REPLY,
-    MM_MSG_BYE,   MM_MSG_ERROR,       MM_MSG_PAGING,
+    MM_MSG_HELLO,
+    MM_MSG_HELLO_REPLY,
+    MM_MSG_INSTALL,
+    MM_MSG_INSTALL_REPLY,
+    MM_MSG_BYE,
+    MM_MSG_ERROR,
+    MM_MSG_PAGING,
+    MM_MSG_BALLOON_INFLATE,
+    MM_MSG_BALLOON_DEFLATE,
+    MM_MSG_FPR_REPORT,
+    MM_MSG_VMEM_PLUG,
+    MM_MSG_VMEM_UNPLUG,
+    MM_MSG_BASELINE_REPLY,
 };
 #define KNOWN_TYPES (sizeof known_types / sizeof known_types[0])
 
@@ -59,6 +70,10 @@ typedef union msg_buf {
     mm_msg_bye_t bye;
     mm_msg_error_t error;
     mm_msg_paging_t paging;
+    mm_msg_balloon_t balloon;
+    mm_msg_fpr_t fpr;
+    mm_msg_vmem_t vmem;
+    mm_msg_baseline_reply_t baseline_reply;
     unsigned char bytes[MM_MSG_MAX_BYTES + 64];
 } msg_buf_t;
 
@@ -114,7 +129,9 @@ static void read_hello(const mm_msg_hello_t *m, size_t len)
     CHECK(m->weight >= 1 && m->weight <= 10000);
     CHECK(m->kind == MM_KIND_RUNTIME || m->kind == MM_KIND_GUEST);
     CHECK(m->numa_node >= -1 && m->numa_node <= 1023);
-    CHECK(m->flags == 0);
+    uint32_t driver = (m->flags & MM_HELLO_DRIVER_MASK) >> MM_HELLO_DRIVER_SHIFT;
+    CHECK((m->flags & ~MM_HELLO_DRIVER_MASK) == 0 && driver < MM_DRIVER_COUNT);
+    CHECK(driver == MM_DRIVER_MM || m->kind == MM_KIND_GUEST);
     /* handle_hello copies the name whole into the client record. */
     char name[MM_NAME_MAX];
     memcpy(name, m->name, sizeof name);
@@ -170,6 +187,34 @@ static void read_paging(const mm_msg_paging_t *m, size_t len)
     CHECK(m->region_addr != 0 && m->region_addr % MM_FRAME_SIZE == 0);
 }
 
+/* Baseline requests: what mmsrv/baselines.c reads (every entry, checked
+ * there against the sender's region). */
+static void read_balloon(const mm_msg_balloon_t *m, size_t len)
+{
+    CHECK(m->count >= 1 && m->count <= MM_BALLOON_PFNS_MAX);
+    CHECK(len == mm__msg_balloon_length(m->count) && len <= MM_MSG_MAX_BYTES);
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < m->count; i++)
+        sum += m->pfns[i];
+    sink = sum;
+}
+
+static void read_fpr(const mm_msg_fpr_t *m, size_t len)
+{
+    CHECK(m->count >= 1 && m->count <= MM_FPR_BLOCKS_MAX);
+    CHECK(len == mm__msg_fpr_length(m->count) && len <= MM_MSG_MAX_BYTES);
+    for (uint32_t i = 0; i < m->count; i++)
+        CHECK(m->addrs[i] % MM_CHUNK_SIZE == 0 && m->addrs[i] < MM_REGION_MAX_BYTES);
+}
+
+static void read_vmem(const mm_msg_vmem_t *m, size_t len)
+{
+    CHECK(len == sizeof *m);
+    CHECK(m->addr % MM_CHUNK_SIZE == 0 && m->nb_blocks >= 1);
+    /* The range cannot wrap: addr / 2 MiB + nb_blocks is what the host adds. */
+    CHECK(m->addr / MM_CHUNK_SIZE + m->nb_blocks <= MM_REGION_MAX_BYTES / MM_CHUNK_SIZE);
+}
+
 static void read_accepted(const void *buf, size_t len, int type)
 {
     const mm_msg_hdr_t *hdr = buf;
@@ -198,6 +243,21 @@ static void read_accepted(const void *buf, size_t len, int type)
         break;
     case MM_MSG_PAGING:
         read_paging(buf, len);
+        break;
+    case MM_MSG_BALLOON_INFLATE:
+    case MM_MSG_BALLOON_DEFLATE:
+        read_balloon(buf, len);
+        break;
+    case MM_MSG_FPR_REPORT:
+        read_fpr(buf, len);
+        break;
+    case MM_MSG_VMEM_PLUG:
+    case MM_MSG_VMEM_UNPLUG:
+        read_vmem(buf, len);
+        break;
+    case MM_MSG_BASELINE_REPLY:
+        CHECK(len == sizeof(mm_msg_baseline_reply_t));
+        CHECK(((const mm_msg_baseline_reply_t *)buf)->status <= 0);
         break;
     default:
         fprintf(stderr, "fuzz_wire: type %d accepted: add its reads to fuzz_wire.c\n", type);
@@ -271,7 +331,8 @@ static size_t make_valid(msg_buf_t *b, uint16_t type)
         m->weight = 1 + m->weight % 10000;
         m->kind %= MM_KIND_GUEST + 1;
         m->numa_node = (int32_t)((uint32_t)m->numa_node % 1025) - 1;
-        m->flags = 0;
+        m->flags =
+            m->kind == MM_KIND_GUEST ? m->flags % MM_DRIVER_COUNT << MM_HELLO_DRIVER_SHIFT : 0;
         len = sizeof *m;
         break;
     }
@@ -310,6 +371,32 @@ static size_t make_valid(msg_buf_t *b, uint16_t type)
             b->paging.region_addr = MM_FRAME_SIZE;
         b->paging.flags = 0;
         len = sizeof b->paging;
+        break;
+    case MM_MSG_BALLOON_INFLATE:
+    case MM_MSG_BALLOON_DEFLATE:
+        b->balloon.count = 1 + b->balloon.count % MM_BALLOON_PFNS_MAX;
+        len = mm__msg_balloon_length(b->balloon.count);
+        break;
+    case MM_MSG_FPR_REPORT:
+        b->fpr.count = 1 + b->fpr.count % MM_FPR_BLOCKS_MAX;
+        for (uint32_t i = 0; i < b->fpr.count; i++)
+            b->fpr.addrs[i] =
+                b->fpr.addrs[i] % (MM_REGION_MAX_BYTES / MM_CHUNK_SIZE) * MM_CHUNK_SIZE;
+        len = mm__msg_fpr_length(b->fpr.count);
+        break;
+    case MM_MSG_VMEM_PLUG:
+    case MM_MSG_VMEM_UNPLUG: {
+        uint64_t blocks = MM_REGION_MAX_BYTES / MM_CHUNK_SIZE;
+        uint64_t first = b->vmem.addr % blocks;
+        b->vmem.addr = first * MM_CHUNK_SIZE;
+        b->vmem.nb_blocks = 1 + b->vmem.nb_blocks % (blocks - first);
+        len = sizeof b->vmem;
+        break;
+    }
+    case MM_MSG_BASELINE_REPLY:
+        if (b->baseline_reply.status > 0)
+            b->baseline_reply.status = -b->baseline_reply.status;
+        len = sizeof b->baseline_reply;
         break;
     default:
         abort();
@@ -363,9 +450,15 @@ static bool break_field(msg_buf_t *b, uint16_t type, uint32_t sub)
         case 10:
             m->numa_node = 1024 + (int32_t)(k % 1000000);
             break;
-        default:
-            m->flags = 1u << (k % 32);
+        default: {
+            /* A bit outside the driver field, or a driver that does not
+             * exist. */
+            uint32_t bit = k % 32;
+            m->flags = bit >= MM_HELLO_DRIVER_SHIFT && bit < MM_HELLO_DRIVER_SHIFT + 4
+                           ? (MM_DRIVER_COUNT + k % (16 - MM_DRIVER_COUNT)) << MM_HELLO_DRIVER_SHIFT
+                           : 1u << bit;
             break;
+        }
         }
         return true;
     }
@@ -399,6 +492,34 @@ static bool break_field(msg_buf_t *b, uint16_t type, uint32_t sub)
         }
         return true;
     }
+    case MM_MSG_BALLOON_INFLATE:
+    case MM_MSG_BALLOON_DEFLATE:
+        /* The count is checked before the length, so the length stays. */
+        b->balloon.count = sub % 2 ? 0 : MM_BALLOON_PFNS_MAX + 1 + k;
+        return true;
+    case MM_MSG_FPR_REPORT:
+        if (sub % 2)
+            b->fpr.count = sub % 4 == 1 ? 0 : MM_FPR_BLOCKS_MAX + 1 + k;
+        else
+            b->fpr.addrs[k % b->fpr.count] |= 1 + k % (MM_CHUNK_SIZE - 1);
+        return true;
+    case MM_MSG_VMEM_PLUG:
+    case MM_MSG_VMEM_UNPLUG:
+        switch (sub % 3) {
+        case 0:
+            b->vmem.addr |= 1 + k % (MM_CHUNK_SIZE - 1);
+            break;
+        case 1:
+            b->vmem.nb_blocks = 0;
+            break;
+        default:
+            b->vmem.nb_blocks = MM_REGION_MAX_BYTES / MM_CHUNK_SIZE + 1 + k;
+            break;
+        }
+        return true;
+    case MM_MSG_BASELINE_REPLY:
+        b->baseline_reply.status = 1 + (int32_t)(k % 1000000);
+        return true;
     case MM_MSG_PAGING:
         switch (sub % 3) {
         case 0:

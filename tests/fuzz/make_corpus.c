@@ -60,6 +60,32 @@ static void wire_seeds(void)
     guest.numa_node = 0;
     write_seed("fuzz_wire", "hello_guest_1chunk", &guest, sizeof guest);
 
+    mm_msg_hello_t balloon_guest = guest;
+    strcpy(balloon_guest.name, "balloon-guest");
+    balloon_guest.flags = MM_DRIVER_BALLOON << MM_HELLO_DRIVER_SHIFT;
+    write_seed("fuzz_wire", "hello_guest_balloon", &balloon_guest, sizeof balloon_guest);
+
+    mm_msg_balloon_t inflate = {.count = 3, .pfns = {1, 2, 511}};
+    mm__msg_init(&inflate.hdr, MM_MSG_BALLOON_INFLATE, mm__msg_balloon_length(3), 5);
+    write_seed("fuzz_wire", "balloon_inflate", &inflate, inflate.hdr.length);
+    mm_msg_balloon_t full = {.count = MM_BALLOON_PFNS_MAX};
+    for (uint32_t i = 0; i < MM_BALLOON_PFNS_MAX; i++)
+        full.pfns[i] = i * 7;
+    mm__msg_init(&full.hdr, MM_MSG_BALLOON_DEFLATE, mm__msg_balloon_length(MM_BALLOON_PFNS_MAX), 6);
+    write_seed("fuzz_wire", "balloon_deflate_max", &full, full.hdr.length);
+
+    mm_msg_fpr_t report = {.count = 2, .addrs = {0, 3 * (uint64_t)MM_CHUNK_SIZE}};
+    mm__msg_init(&report.hdr, MM_MSG_FPR_REPORT, mm__msg_fpr_length(2), 7);
+    write_seed("fuzz_wire", "fpr_report", &report, report.hdr.length);
+
+    mm_msg_vmem_t unplug = {.addr = 4 * (uint64_t)MM_CHUNK_SIZE, .nb_blocks = 2};
+    mm__msg_init(&unplug.hdr, MM_MSG_VMEM_UNPLUG, sizeof unplug, 8);
+    write_seed("fuzz_wire", "vmem_unplug", &unplug, sizeof unplug);
+
+    mm_msg_baseline_reply_t done = {.done = 2};
+    mm__msg_init(&done.hdr, MM_MSG_BASELINE_REPLY, sizeof done, 8);
+    write_seed("fuzz_wire", "baseline_reply", &done, sizeof done);
+
     mm_msg_hello_t old = hello;
     old.hdr.version = MM_PROTO_VERSION + 1;
     write_seed("fuzz_wire", "hello_other_version", &old, sizeof old);

@@ -1306,3 +1306,43 @@ Test(frames, borrow_takes_frames_from_another_threads_reserved_chunk)
                  "a thread does not borrow from its own chunks");
     meta_fini(&m);
 }
+
+/* ---- Taking given frames (virtio-mem's isolation) --------------------------- */
+
+Test(frames, claim_takes_one_given_free_frame_and_nothing_else)
+{
+    meta_t m;
+    meta_init(&m, 2);
+    grant_all(&m, 0);
+    mm_frames_thread_t t = {.slot = 3, .chunk = UINT32_MAX};
+    uint64_t first;
+    cr_assert_eq(mm__frames_alloc(&m.f, &t, 16, 16, &first), 0); /* reserves a chunk for slot 3 */
+    uint32_t c = (uint32_t)(first / MM_CHUNK_FRAMES);
+    uint64_t mine = (uint64_t)c * MM_CHUNK_FRAMES + 100;
+    cr_assert_eq(mm__frames_claim(&m.f, mine), 0);
+    cr_assert(frame_bit(&m, mine));
+    cr_assert_eq(mm__frames_chunk_free(&m.f, c), MM_CHUNK_FRAMES - 17);
+    cr_assert_eq(mm__frames_claim(&m.f, mine), -EBUSY, "already taken");
+    cr_assert_eq(mm__frames_claim(&m.f, first), -EBUSY, "another allocation's frame");
+    cr_assert_eq(mm__frames_chunk_free(&m.f, c), MM_CHUNK_FRAMES - 17,
+                 "a refused claim changes nothing");
+    cr_assert_eq(mm__frames_claim(&m.f, 2ull * MM_CHUNK_FRAMES), -EINVAL, "past the region");
+    cr_assert_eq(mm_cw_reserver(cw(&m, c)), 3, "the reservation stays");
+    mm__frames_clear_reserver(&m.f, c);
+    cr_assert_eq(mm_cw_reserver(cw(&m, c)), 0);
+    cr_assert_eq(mm__frames_free(&m.f, mine, 1), 0);
+    cr_assert_eq(mm__frames_chunk_free(&m.f, c), MM_CHUNK_FRAMES - 16);
+    cr_assert_eq(zero_bits(&m, c), MM_CHUNK_FRAMES - 16);
+    meta_fini(&m);
+}
+
+Test(frames, claim_refuses_reclaimed_chunks)
+{
+    meta_t m;
+    meta_init(&m, 1); /* every chunk starts reclaimed */
+    cr_assert_eq(mm__frames_claim(&m.f, 5), -EBUSY);
+    cr_assert_eq(cw(&m, 0), MM_CW_RECLAIMED | MM_CHUNK_FRAMES);
+    mm__frames_clear_reserver(&m.f, 0);
+    cr_assert_eq(cw(&m, 0), MM_CW_RECLAIMED | MM_CHUNK_FRAMES, "the host's word is left alone");
+    meta_fini(&m);
+}

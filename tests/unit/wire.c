@@ -595,3 +595,72 @@ Test(wire, paging_offer_checks_its_address_and_flags)
     m.hdr.length = sizeof m - 8;
     cr_assert_eq(mm__msg_check(&m, sizeof m - 8), -EPROTO);
 }
+
+/* ---- Baseline drivers' messages -------------------------------------------- */
+
+Test(wire, hello_carries_a_guests_memory_driver)
+{
+    msg_buf_t b;
+    size_t len = make_hello(&b);
+    b.hello.kind = MM_KIND_GUEST;
+    for (uint32_t d = 0; d < MM_DRIVER_COUNT; d++) {
+        b.hello.flags = d << MM_HELLO_DRIVER_SHIFT;
+        cr_assert_eq(mm__msg_check(&b, len), MM_MSG_HELLO, "driver %u", d);
+    }
+    b.hello.flags = (uint32_t)MM_DRIVER_COUNT << MM_HELLO_DRIVER_SHIFT;
+    cr_assert_eq(mm__msg_check(&b, len), -EINVAL, "no such driver");
+    b.hello.kind = MM_KIND_RUNTIME;
+    b.hello.flags = MM_DRIVER_BALLOON << MM_HELLO_DRIVER_SHIFT;
+    cr_assert_eq(mm__msg_check(&b, len), -EINVAL, "only a guest runs a baseline driver");
+}
+
+Test(wire, balloon_batches_hold_1_to_256_frames)
+{
+    mm_msg_balloon_t m = {.count = MM_BALLOON_PFNS_MAX};
+    mm__msg_init(&m.hdr, MM_MSG_BALLOON_INFLATE, mm__msg_balloon_length(MM_BALLOON_PFNS_MAX), 3);
+    cr_assert_eq(mm__msg_check(&m, m.hdr.length), MM_MSG_BALLOON_INFLATE);
+    cr_assert_eq(m.hdr.length, MM_MSG_MAX_BYTES, "the largest message");
+    m.count = MM_BALLOON_PFNS_MAX + 1;
+    cr_assert_eq(mm__msg_check(&m, m.hdr.length), -EINVAL, "a batch over 256");
+    m.count = 0;
+    cr_assert_eq(mm__msg_check(&m, m.hdr.length), -EINVAL);
+    m.count = 2;
+    m.hdr.type = MM_MSG_BALLOON_DEFLATE;
+    cr_assert_eq(mm__msg_check(&m, m.hdr.length), -EPROTO, "the length says 256");
+    m.hdr.length = mm__msg_balloon_length(2);
+    cr_assert_eq(mm__msg_check(&m, m.hdr.length), MM_MSG_BALLOON_DEFLATE);
+}
+
+Test(wire, free_page_reports_hold_up_to_32_aligned_blocks)
+{
+    mm_msg_fpr_t m = {.count = MM_FPR_BLOCKS_MAX};
+    for (uint32_t i = 0; i < MM_FPR_BLOCKS_MAX; i++)
+        m.addrs[i] = (uint64_t)i * MM_CHUNK_SIZE;
+    mm__msg_init(&m.hdr, MM_MSG_FPR_REPORT, mm__msg_fpr_length(MM_FPR_BLOCKS_MAX), 3);
+    cr_assert_eq(mm__msg_check(&m, m.hdr.length), MM_MSG_FPR_REPORT);
+    m.addrs[5] += MM_FRAME_SIZE;
+    cr_assert_eq(mm__msg_check(&m, m.hdr.length), -EINVAL, "a block not 2 MiB aligned");
+    m.addrs[5] = MM_REGION_MAX_BYTES;
+    cr_assert_eq(mm__msg_check(&m, m.hdr.length), -EINVAL, "past any region");
+    m.addrs[5] = 0;
+    m.count = MM_FPR_BLOCKS_MAX + 1;
+    cr_assert_eq(mm__msg_check(&m, m.hdr.length), -EINVAL, "more than 32 blocks");
+}
+
+Test(wire, virtio_mem_requests_are_whole_aligned_blocks)
+{
+    mm_msg_vmem_t m = {.addr = 2 * (uint64_t)MM_CHUNK_SIZE, .nb_blocks = 3};
+    mm__msg_init(&m.hdr, MM_MSG_VMEM_UNPLUG, sizeof m, 3);
+    cr_assert_eq(mm__msg_check(&m, sizeof m), MM_MSG_VMEM_UNPLUG);
+    m.hdr.type = MM_MSG_VMEM_PLUG;
+    cr_assert_eq(mm__msg_check(&m, sizeof m), MM_MSG_VMEM_PLUG);
+    m.addr += MM_FRAME_SIZE;
+    cr_assert_eq(mm__msg_check(&m, sizeof m), -EINVAL, "not 2 MiB aligned");
+    m.addr = 0;
+    m.nb_blocks = 0;
+    cr_assert_eq(mm__msg_check(&m, sizeof m), -EINVAL);
+    m.nb_blocks = UINT64_MAX;
+    cr_assert_eq(mm__msg_check(&m, sizeof m), -EINVAL, "a range that would wrap");
+    m.nb_blocks = 1;
+    cr_assert_eq(mm__msg_check(&m, sizeof m - 8), -EBADMSG);
+}

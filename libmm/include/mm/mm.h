@@ -73,6 +73,7 @@ typedef struct mm_client_opts {
     unsigned flags;         /* enum mm_client_flags */
     mm_revoke_fn on_revoke; /* NULL: answer every request with 0 */
     void *revoke_arg;
+    uint32_t driver; /* enum mm_driver: a guest's memory driver (0: mm) */
 } mm_client_opts_t;
 
 /* Usage a runtime reports to the host (all optional, 0 when unknown). */

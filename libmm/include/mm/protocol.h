@@ -191,6 +191,14 @@ enum mm_msg_type {
     MM_MSG_BYE = 5,           /* client -> host: orderly close */
     MM_MSG_ERROR = 6,         /* host -> client: request refused */
     MM_MSG_PAGING = 7,        /* client -> host, with 1 fd: its userfaultfd */
+    /* Baseline memory drivers of the guest model (docs/baselines.md). Each
+     * request gets one MM_MSG_BASELINE_REPLY (or MM_MSG_ERROR). */
+    MM_MSG_BALLOON_INFLATE = 16, /* client -> host: pages the balloon took */
+    MM_MSG_BALLOON_DEFLATE = 17, /* client -> host: pages the balloon gave back */
+    MM_MSG_FPR_REPORT = 18,      /* client -> host: free blocks to discard */
+    MM_MSG_VMEM_PLUG = 19,       /* client -> host: plug blocks */
+    MM_MSG_VMEM_UNPLUG = 20,     /* client -> host: unplug blocks (host discards) */
+    MM_MSG_BASELINE_REPLY = 21,  /* host -> client */
 };
 
 enum mm_client_kind {
@@ -214,8 +222,21 @@ typedef struct mm_msg_hello {
     uint32_t weight;        /* share asked for, 1..10000 */
     uint32_t kind;          /* enum mm_client_kind */
     int32_t numa_node;      /* -1: any */
-    uint32_t flags;         /* none defined yet: must be 0 */
+    uint32_t flags;         /* MM_HELLO_*; undefined bits must be 0 */
 } mm_msg_hello_t;
+
+/* hello.flags bits 8..11: the guest's memory driver (enum mm_driver). A
+ * baseline driver's client gets none of mm's own reclaim steps. */
+#define MM_HELLO_DRIVER_SHIFT 8
+#define MM_HELLO_DRIVER_MASK  (0xfu << MM_HELLO_DRIVER_SHIFT)
+
+enum mm_driver {
+    MM_DRIVER_MM = 0,
+    MM_DRIVER_BALLOON = 1,    /* virtio-balloon */
+    MM_DRIVER_FPR = 2,        /* free page reporting */
+    MM_DRIVER_VIRTIO_MEM = 3, /* virtio-mem */
+    MM_DRIVER_COUNT = 4
+};
 
 /* Fds passed with a successful hello reply, in this order. */
 enum {
@@ -271,8 +292,47 @@ typedef struct mm_msg_paging {
     uint64_t flags;       /* none defined yet: must be 0 */
 } mm_msg_paging_t;
 
+/*
+ * Balloon: frame numbers (4 KiB pages of the region) the balloon took
+ * (inflate) or gives back (deflate), at most 256 per message as
+ * virtio_balloon's VIRTIO_BALLOON_ARRAY_PFNS_MAX. The host discards each
+ * inflated page on its own, as QEMU does.
+ */
+#define MM_BALLOON_PFNS_MAX 256
+typedef struct mm_msg_balloon {
+    mm_msg_hdr_t hdr;
+    uint32_t count; /* 1..MM_BALLOON_PFNS_MAX */
+    uint32_t reserved;
+    uint32_t pfns[MM_BALLOON_PFNS_MAX]; /* only count entries are sent */
+} mm_msg_balloon_t;
+
+/* Free page reporting: free blocks of 2 MiB (region offsets, 2 MiB
+ * aligned), at most 32 per report as Linux's PAGE_REPORTING_CAPACITY. */
+#define MM_FPR_BLOCKS_MAX 32
+typedef struct mm_msg_fpr {
+    mm_msg_hdr_t hdr;
+    uint32_t count; /* 1..MM_FPR_BLOCKS_MAX */
+    uint32_t reserved;
+    uint64_t addrs[MM_FPR_BLOCKS_MAX]; /* only count entries are sent */
+} mm_msg_fpr_t;
+
+/* virtio-mem: plug or unplug nb_blocks 2 MiB blocks from addr on, as the
+ * device's VIRTIO_MEM_REQ_PLUG / _UNPLUG requests. */
+typedef struct mm_msg_vmem {
+    mm_msg_hdr_t hdr;
+    uint64_t addr;      /* region offset, 2 MiB aligned */
+    uint64_t nb_blocks; /* >= 1, inside the region */
+} mm_msg_vmem_t;
+
+typedef struct mm_msg_baseline_reply {
+    mm_msg_hdr_t hdr;
+    int32_t status; /* 0, or negative errno: nothing was done */
+    uint32_t reserved;
+    uint64_t done; /* pages or blocks the host handled */
+} mm_msg_baseline_reply_t;
+
 /* Room for the largest message either side sends. */
-#define MM_MSG_MAX_BYTES sizeof(mm_msg_install_reply_t)
+#define MM_MSG_MAX_BYTES sizeof(mm_msg_balloon_t)
 
 _Static_assert(sizeof(mm_msg_hdr_t) == 16, "header layout");
 _Static_assert(sizeof(mm_msg_hello_t) == 80, "hello layout");
@@ -281,5 +341,12 @@ _Static_assert(offsetof(mm_msg_install_t, chunks) == 24, "install layout");
 _Static_assert(offsetof(mm_msg_install_reply_t, chunks) == 24, "install reply layout");
 _Static_assert(sizeof(mm_msg_error_t) == 148, "error layout");
 _Static_assert(sizeof(mm_msg_paging_t) == 32, "paging layout");
+_Static_assert(offsetof(mm_msg_balloon_t, pfns) == 24, "balloon layout");
+_Static_assert(offsetof(mm_msg_fpr_t, addrs) == 24, "fpr layout");
+_Static_assert(sizeof(mm_msg_vmem_t) == 32, "virtio-mem layout");
+_Static_assert(sizeof(mm_msg_baseline_reply_t) == 32, "baseline reply layout");
+_Static_assert(sizeof(mm_msg_balloon_t) >= sizeof(mm_msg_install_reply_t) &&
+                   sizeof(mm_msg_balloon_t) >= sizeof(mm_msg_fpr_t),
+               "MM_MSG_MAX_BYTES holds every message");
 
 #endif /* MM_PROTOCOL_H */
