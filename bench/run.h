@@ -46,7 +46,8 @@ typedef struct run_guest_scn {
 typedef struct run_guest_sample {
     bool ran, measured, reached, intact;
     double ms, taken_bytes, swap_out_bytes, swap_in_bytes, slowdown;
-    double freezes; /* times the daemon froze a guest (mm's last resort) */
+    double freezes;         /* times the daemon froze a guest (mm's last resort) */
+    double resident_at_end; /* summed, when reached (or at the deadline) */
 } run_guest_sample_t;
 
 /* Measure one repetition of scn on system (a guest driver); -ENOTSUP when
