@@ -262,15 +262,19 @@ static bool write_plot_files(const run_ctx_t *ctx, const char *dir, const char *
     FILE *f = open_in(dir, name, "w");
     if (f == NULL)
         return false;
-    fprintf(f, "# system median min max (%s)\n", metric);
+    fprintf(f, "# system median min max label (%s)\n", metric);
     for (int s = 0; s < RUN_N_SYSTEMS; s++) {
         const json_t *row = find_row(ctx, scenario, run_systems[s], metric);
         if (row == NULL)
             continue;
         double v = json_number_value(json_object_get(row, "value"));
         const json_t *lo = json_object_get(row, "min"), *hi = json_object_get(row, "max");
-        fprintf(f, "%s %.6g %.6g %.6g\n", run_systems[s], v, lo ? json_number_value(lo) : v,
-                hi ? json_number_value(hi) : v);
+        char label[64];
+        fmt(label, sizeof(label), v, "");
+        if (value(ctx, scenario, run_systems[s], "reached") == 0)
+            snprintf(label + strlen(label), sizeof(label) - strlen(label), " (not reached)");
+        fprintf(f, "%s %.6g %.6g %.6g \"%s\"\n", run_systems[s], v, lo ? json_number_value(lo) : v,
+                hi ? json_number_value(hi) : v, label);
         n++;
     }
     fclose(f);
@@ -298,7 +302,7 @@ static bool write_plot_files(const run_ctx_t *ctx, const char *dir, const char *
     fprintf(f,
             "plot '%s/%s.dat' using 0:2:xtic(1) with boxes lc rgb '#4a7ab5', \\\n"
             "     '' using 0:2:3:4 with yerrorbars lc rgb 'black' pt 0, \\\n"
-            "     '' using 0:2:(sprintf('%%.3g', $2)) with labels offset 0,1\n",
+            "     '' using 0:2:5 with labels offset 0,1\n",
             dir, scenario);
     fclose(f);
     return true;
@@ -401,7 +405,7 @@ static void goals(const run_ctx_t *ctx, FILE *f, bool hugepages)
     double b_slow = value(ctx, "garbage", "balloon", "slowdown");
     char text[256];
 
-    fprintf(f, "## Goals (`--quick`, 4 KiB shmem backing)\n\n");
+    fprintf(f, "Goals (from the issue: `--quick`, 4 KiB shmem backing):\n\n");
     goal(f, "free: mm ≤ 1.25 × floor", free_floor, GOAL_FREE_VS_FLOOR, true,
          "mm is %.2f× the floor", "the free scenario or its floor did not run");
     goal(f, "free: mm ≥ 15 × faster than balloon", free_balloon, GOAL_FREE_VS_BALLOON, false,
@@ -515,6 +519,7 @@ static void readme_block(const run_ctx_t *ctx, FILE *f, const json_t *meta, cons
     ratio_table(ctx, f);
     fprintf(f, "\nms/GiB: milliseconds per GiB taken back (grow: given back and touched); "
                "÷: how many times the first takes the second's time.\n\n");
+    goals(ctx, f, json_is_true(json_object_get(meta, "hugepages")));
     for (size_t i = 0; i < sizeof(plotted) / sizeof(plotted[0]); i++)
         if (drawn[i])
             fprintf(f, "![%s](docs/results/%s.png)\n", plotted[i], plotted[i]);
@@ -554,7 +559,6 @@ static int write_report(const run_ctx_t *ctx, const char *dir, const char *scena
     fprintf(f, "## Results\n\n");
     readme_block(ctx, f, meta, drawn, date);
     fprintf(f, "\n");
-    goals(ctx, f, json_is_true(json_object_get(meta, "hugepages")));
     detail_tables(ctx, f);
     not_run_list(ctx, f);
     fprintf(f, "## Plots\n\n");
