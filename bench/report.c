@@ -513,7 +513,7 @@ static void readme_block(const run_ctx_t *ctx, FILE *f, const json_t *meta, cons
             ctx->reps, ctx->opts->quick ? "--quick" : "full run");
     fprintf(f, "Machine: ");
     machine_line(f, meta);
-    fprintf(f, ".\n\nReproduce: `");
+    fprintf(f, "; 1-minute load average at the end %.2f.\n\nReproduce: `", loadavg());
     command_line(f, meta);
     fprintf(f, "` (writes results.json, results.csv, meta.json, plots and report.md).\n\n");
     ratio_table(ctx, f);

@@ -404,6 +404,26 @@ Test(mmguest, an_in_guest_gc_gives_garbage_back_instead_of_being_swapped)
     stop_guest();
 }
 
+Test(mmguest, a_free_item_leaves_its_memory_resident_and_free)
+{
+    skip_without_uffd();
+    make_tmpdir();
+    start_daemon("512M");
+    struct guest_cfg cfg = {.name = "g-free", .ram = "128M", .spec = "anon=16M,free=64M"};
+    start_guest(&cfg);
+    uint32_t id = client_id_by_name("g-free");
+    cr_assert_neq(id, 0, "the daemon lists the guest");
+    uint64_t resident = client_field(id, "resident_bytes"), free = client_field(id, "free_bytes");
+    cr_expect_geq(resident, 80 * MIB, "the freed memory is still resident (%llu)",
+                  (unsigned long long)resident);
+    cr_expect_geq(free, 64 * MIB, "and free in the guest's allocator (%llu)",
+                  (unsigned long long)free);
+    json_t *j = guest_stats();
+    cr_expect_eq(mm__bench_json_u64(j, "virtual_bytes"), 16 * MIB, "only anon= is in use");
+    json_decref(j);
+    stop_guest();
+}
+
 /* ---- The command line --------------------------------------------------------- */
 
 /* Run mmguest with args (NULL-terminated), its stderr captured, stdout
