@@ -151,7 +151,8 @@ static int64_t balloon_step(mm_guest_t *g)
 
 uint64_t mm__balloon_oom(mm_guest_t *g)
 {
-    if (g->opts.driver != MM_GUEST_DRIVER_BALLOON || !g->drv.running)
+    if (g->opts.driver != MM_GUEST_DRIVER_BALLOON ||
+        !atomic_load_explicit(&g->drv.running, memory_order_acquire))
         return 0;
     uint64_t n = leak(g, OOM_VBALLOON_PAGES);
     if (n)

@@ -91,21 +91,21 @@ int mm__driver_start(mm_guest_t *g)
         g->drv.ops->fini(g);
         return err;
     }
-    g->drv.running = true;
+    atomic_store_explicit(&g->drv.running, true, memory_order_release);
     mm__client_on_bell(g->client, on_bell, g);
     return 0;
 }
 
 void mm__driver_stop(mm_guest_t *g)
 {
-    if (g->drv.running) {
+    if (atomic_load_explicit(&g->drv.running, memory_order_acquire)) {
         mm__client_on_bell(g->client, NULL, NULL);
         pthread_mutex_lock(&g->drv.lock);
         g->drv.stop = true;
         pthread_cond_signal(&g->drv.wake);
         pthread_mutex_unlock(&g->drv.lock);
         pthread_join(g->drv.thread, NULL);
-        g->drv.running = false;
+        atomic_store_explicit(&g->drv.running, false, memory_order_release);
         g->drv.ops->fini(g);
     }
 }

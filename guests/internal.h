@@ -78,7 +78,7 @@ extern const guest_driver_ops_t mm__balloon_ops, mm__fpr_ops, mm__vmem_ops;
 typedef struct guest_driver {
     const guest_driver_ops_t *ops; /* NULL under the mm driver */
     pthread_t thread;
-    bool running;
+    _Atomic bool running; /* read by other threads (deflate on OOM) */
     pthread_mutex_t lock; /* guards the fields below and the drivers' lists */
     pthread_cond_t wake;
     bool kicked, stop;

@@ -6,12 +6,15 @@
  * free page reporting reports only whole 2 MiB blocks, 2 s after frees;
  * virtio-mem moves used frames out of the blocks it unplugs and keeps their
  * contents; the host gives baseline guests none of mm's own mechanisms and
- * refuses what lies outside a guest's region.
+ * refuses what lies outside a guest's region; and the programs (mmguest
+ * with each baseline driver, mmctl balloon / virtio-mem, the daemon's status)
+ * through bench/guestrun.c.
  */
 #include <criterion/criterion.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +23,7 @@
 #include "client_internal.h"
 #include "common.h"
 #include "guest.h"
+#include "guestrun.h"
 #include "platform.h"
 #include "wire.h"
 
@@ -359,4 +363,46 @@ Test(baselines, the_host_refuses_requests_outside_the_region)
     cr_assert_eq(u.r.done, 1);
     m.hdr.type = MM_MSG_BALLOON_DEFLATE;
     cr_assert_eq(mm__client_call(c, &m.hdr, &u, MM_MSG_BASELINE_REPLY), 0);
+}
+
+/* ---- The programs: mmguest, mmctl and the daemon's status ------------------- */
+
+Test(baselines, mmguest_runs_each_baseline_and_reports_its_fields)
+{
+    if (geteuid() != 0 && access("/dev/userfaultfd", R_OK | W_OK) != 0)
+        cr_skip_test("the guest model needs a full userfaultfd (root or /dev/userfaultfd)");
+    static const struct {
+        const char *driver, *field;
+    } cases[] = {
+        {"balloon", "balloon_bytes"}, {"virtio-mem", "plugged_bytes"}, {"fpr", "reported_bytes"}};
+    start_daemon("1G");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "p-%s", cases[i].driver);
+        mm_guestrun_cfg_t cfg = {.driver = cases[i].driver,
+                                 .name = name,
+                                 .ram_bytes = 64 * MIB,
+                                 .workload = "anon=16M:hot=25,temp=24M"};
+        mm_guestrun_t g;
+        cr_assert_eq(mm__guestrun_start(&g, &daemon_, &cfg), 0, "%s guest starts", name);
+        cr_assert_eq(mm__proc_signal(&g.proc, SIGUSR2), 0); /* frees temp= */
+        uint64_t resident = 0;
+        double ms = 0;
+        int rc = mm__guestrun_resize(&g, &daemon_, 32 * MIB, false, 20000, &ms, &resident);
+        cr_expect_eq(rc, 0, "%s guest down to 32 MiB (resident %lu)", name,
+                     (unsigned long)resident);
+        json_t *st = NULL, *entry = NULL;
+        cr_assert_eq(mm__guestrun_stats(&g, &st), 0);
+        cr_expect_str_eq(json_string_value(json_object_get(st, "driver")), cases[i].driver);
+        cr_expect_not_null(json_object_get(st, cases[i].field), "%s", cases[i].field);
+        cr_expect_gt(mm__bench_json_u64(st, "driver_requests"), 0);
+        cr_assert_eq(mm__guestrun_client(&g, &daemon_, &entry), 0);
+        cr_expect_str_eq(json_string_value(json_object_get(entry, "driver")), cases[i].driver,
+                         "mmctl status shows the real driver");
+        json_decref(st);
+        json_decref(entry);
+        bool intact = false;
+        cr_expect_eq(mm__guestrun_stop(&g, &intact, NULL), 0);
+        cr_expect(intact, "%s guest verified its data", name);
+    }
 }
