@@ -46,6 +46,7 @@
 #define MM_GC_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <mm/mm.h>
 
@@ -65,6 +66,12 @@ enum mm_gc_flags {
      * a thread registered with the GC — or never (an uncooperative runtime,
      * for tests and benchmarks). Without it, MM_CLIENT_THREAD is implied. */
     MM_GC_NO_THREAD = 1u << 30,
+    /* In opts->flags: when the client's frames cannot serve a heap section
+     * (the region is full or the host grants nothing), take it from the C
+     * library's mmap instead of failing libgc's allocation. For programs
+     * that never expected mm (mmrun): such sections are ordinary memory the
+     * host can neither see in the region nor take back. */
+    MM_GC_FALLBACK = 1u << 29,
 };
 
 typedef struct mm_gc_stats {
@@ -127,6 +134,19 @@ MM_GC_EXPORT int mm_gc_open_source(const mm_frame_source_t *source);
  * be touched and no collection will run again (usually never; process exit
  * is enough). */
 MM_GC_EXPORT void mm_gc_close(void);
+
+/*
+ * The bodies of the library's mmap() and madvise(), for a library that
+ * interposes on them itself and loads this one later with dlopen(RTLD_LOCAL)
+ * (mmrun's preload: its own definitions are the ones ahead of the C
+ * library). caller is the return address of the original call: only calls
+ * from libgc.so are served from the heap's source, every other one goes to
+ * the C library. Any thread; before mm_gc_open() and in a forked child
+ * everything passes through.
+ */
+MM_GC_EXPORT void *mm_gc_mmap_hook(const void *caller, void *addr, size_t len, int prot, int flags,
+                                   int fd, off_t off);
+MM_GC_EXPORT int mm_gc_madvise_hook(const void *caller, void *addr, size_t len, int advice);
 
 /* The open GC client, or NULL (also with a caller's source, and in a forked
  * child). */
