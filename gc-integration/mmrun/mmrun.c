@@ -6,6 +6,7 @@
  * jemalloc one automatic arena (MALLOC_CONF), and execs the program in its
  * own place, so the program keeps mmrun's pid, signals and exit status.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -96,6 +97,24 @@ static int find_preload(char *out, size_t cap)
     return -ENOENT;
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+/* An AddressSanitizer build's preload is instrumented, and ASan insists on
+ * its runtime coming first in the program's library list: put it there. */
+extern void __asan_init(void);
+static int prepend_sanitizer_runtime(void)
+{
+    Dl_info info;
+    if (!dladdr((void *)__asan_init, &info) || !info.dli_fname || !strchr(info.dli_fname, '/'))
+        return 0; /* linked statically: the program brings its own */
+    return prepend_env("LD_PRELOAD", info.dli_fname, ':');
+}
+#else
+static int prepend_sanitizer_runtime(void)
+{
+    return 0;
+}
+#endif
+
 int main(int argc, char **argv)
 {
     enum { OPT_SOCKET = 256, OPT_MIN, OPT_MAX, OPT_WEIGHT, OPT_NAME, OPT_VERBOSE, OPT_HELP };
@@ -166,7 +185,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "mmrun: cannot find %s: %s\n", PRELOAD_NAME, strerror(-err));
         return 1;
     }
-    if (prepend_env("LD_PRELOAD", preload, ':') < 0 ||
+    /* The preload before the user's; a sanitizer build's runtime before both. */
+    if (prepend_env("LD_PRELOAD", preload, ':') < 0 || prepend_sanitizer_runtime() < 0 ||
         prepend_env("MALLOC_CONF", JE_CONF, ',') < 0 ||
         (sock && setenv("MM_SOCKET", sock, 1) < 0) || (min && setenv("MM_RUN_MIN", min, 1) < 0) ||
         (max && setenv("MM_RUN_MAX", max, 1) < 0) ||
