@@ -146,23 +146,27 @@ static void *serve_mmap(const mm_frame_source_t *src, size_t len)
     return p;
 }
 
-MM_GC_EXPORT void *mm_gc_mmap_hook(const void *caller, void *addr, size_t len, int prot, int flags,
-                                   int fd, off_t off)
+MM_GC_EXPORT int mm_gc_mmap_hook(const void *caller, void *addr, size_t len, int prot, int flags,
+                                 int fd, off_t off, void **result)
 {
+    (void)addr;
     uintptr_t ret = (uintptr_t)caller;
     const mm_frame_source_t *src = atomic_load_explicit(&g_source, memory_order_acquire);
     if (src && from_libgc(ret) && fd == -1 && off == 0 && len > 0 &&
         prot == (PROT_READ | PROT_WRITE) &&
         (flags & ~MAP_NORESERVE) == (MAP_PRIVATE | MAP_ANONYMOUS)) {
         void *p = serve_mmap(src, len);
-        if (p != MAP_FAILED || !atomic_load_explicit(&g_fallback, memory_order_relaxed))
-            return p;
+        if (p != MAP_FAILED || !atomic_load_explicit(&g_fallback, memory_order_relaxed)) {
+            *result = p;
+            return 1;
+        }
         /* Outside the span, so the madvise hook passes its releases on. */
     }
-    return pass_mmap(addr, len, prot, flags, fd, off);
+    return 0;
 }
 
-MM_GC_EXPORT int mm_gc_madvise_hook(const void *caller, void *addr, size_t len, int advice)
+MM_GC_EXPORT int mm_gc_madvise_hook(const void *caller, void *addr, size_t len, int advice,
+                                    int *result)
 {
     uintptr_t ret = (uintptr_t)caller;
     const mm_frame_source_t *src = atomic_load_explicit(&g_source, memory_order_acquire);
@@ -179,13 +183,15 @@ MM_GC_EXPORT int mm_gc_madvise_hook(const void *caller, void *addr, size_t len, 
             int err = src->release(src->arg, (void *)lo, hi - lo);
             if (err < 0) {
                 errno = -err;
-                return -1;
+                *result = -1;
+                return 1;
             }
             atomic_fetch_add_explicit(&g_released_bytes, hi - lo, memory_order_relaxed);
         }
-        return 0;
+        *result = 0;
+        return 1;
     }
-    return pass_madvise(addr, len, advice);
+    return 0;
 }
 
 /* The definitions that interpose on libgc.so's PLT calls when this library
@@ -193,12 +199,18 @@ MM_GC_EXPORT int mm_gc_madvise_hook(const void *caller, void *addr, size_t len, 
 __attribute__((visibility("default"))) void *mmap(void *addr, size_t len, int prot, int flags,
                                                   int fd, off_t off)
 {
-    return mm_gc_mmap_hook(__builtin_return_address(0), addr, len, prot, flags, fd, off);
+    void *p;
+    if (mm_gc_mmap_hook(__builtin_return_address(0), addr, len, prot, flags, fd, off, &p))
+        return p;
+    return pass_mmap(addr, len, prot, flags, fd, off);
 }
 
 __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int advice)
 {
-    return mm_gc_madvise_hook(__builtin_return_address(0), addr, len, advice);
+    int rc;
+    if (mm_gc_madvise_hook(__builtin_return_address(0), addr, len, advice, &rc))
+        return rc;
+    return pass_madvise(addr, len, advice);
 }
 
 /* Usage from libgc's counters; gs must be filled under the GC lock. */

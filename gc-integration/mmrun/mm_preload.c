@@ -7,8 +7,10 @@
  * runtime never loads it (nor libgc or jemalloc with it):
  *  - libgc (GC_init is defined): libmm-gc, whose mmap/madvise bodies serve
  *    libgc's heap from the client's region. This library's own mmap() and
- *    madvise() are the definitions ahead of the C library, and forward to
- *    them with the caller's return address;
+ *    madvise() are the definitions ahead of the C library: they offer each
+ *    call to libmm-gc's hooks with the caller's return address, and pass on
+ *    what those do not take to the next definition (found from here with
+ *    RTLD_NEXT, so the chain stays right also behind another interposer);
  *  - jemalloc (mallctl is defined): libmm-jemalloc adopts automatic arena 0
  *    (mmrun sets MALLOC_CONF=narenas:1,oversize_threshold:0 so that it is
  *    the only one);
@@ -55,8 +57,8 @@
 
 typedef void *(*mmap_fn)(void *, size_t, int, int, int, off_t);
 typedef int (*madvise_fn)(void *, size_t, int);
-typedef void *(*gc_mmap_fn)(const void *, void *, size_t, int, int, int, off_t);
-typedef int (*gc_madvise_fn)(const void *, void *, size_t, int);
+typedef int (*gc_mmap_fn)(const void *, void *, size_t, int, int, int, off_t, void **);
+typedef int (*gc_madvise_fn)(const void *, void *, size_t, int, int *);
 
 static mmap_fn real_mmap;
 static madvise_fn real_madvise;
@@ -103,16 +105,18 @@ static void *pass_mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
     gc_mmap_fn h = atomic_load_explicit(&g_gc_mmap, memory_order_acquire);
-    if (h)
-        return h(__builtin_return_address(0), addr, len, prot, flags, fd, off);
+    void *p;
+    if (h && h(__builtin_return_address(0), addr, len, prot, flags, fd, off, &p))
+        return p;
     return pass_mmap(addr, len, prot, flags, fd, off);
 }
 
 EXPORT int madvise(void *addr, size_t len, int advice)
 {
     gc_madvise_fn h = atomic_load_explicit(&g_gc_madvise, memory_order_acquire);
-    if (h)
-        return h(__builtin_return_address(0), addr, len, advice);
+    int rc;
+    if (h && h(__builtin_return_address(0), addr, len, advice, &rc))
+        return rc;
     if (real_madvise)
         return real_madvise(addr, len, advice);
     return (int)syscall(SYS_madvise, addr, len, advice);

@@ -139,14 +139,17 @@ MM_GC_EXPORT void mm_gc_close(void);
  * The bodies of the library's mmap() and madvise(), for a library that
  * interposes on them itself and loads this one later with dlopen(RTLD_LOCAL)
  * (mmrun's preload: its own definitions are the ones ahead of the C
- * library). caller is the return address of the original call: only calls
- * from libgc.so are served from the heap's source, every other one goes to
- * the C library. Any thread; before mm_gc_open() and in a forked child
- * everything passes through.
+ * library). caller is the return address of the original call. Returns 1
+ * when the call was libgc's and the library took it, with what mmap or
+ * madvise returns in *result (errno set on failure); 0 when it is not the
+ * library's (any other caller, any other kind of call, nothing attached, a
+ * forked child, or a refusal under MM_GC_FALLBACK): the caller then passes
+ * the call on to the next definition itself. Any thread.
  */
-MM_GC_EXPORT void *mm_gc_mmap_hook(const void *caller, void *addr, size_t len, int prot, int flags,
-                                   int fd, off_t off);
-MM_GC_EXPORT int mm_gc_madvise_hook(const void *caller, void *addr, size_t len, int advice);
+MM_GC_EXPORT int mm_gc_mmap_hook(const void *caller, void *addr, size_t len, int prot, int flags,
+                                 int fd, off_t off, void **result);
+MM_GC_EXPORT int mm_gc_madvise_hook(const void *caller, void *addr, size_t len, int advice,
+                                    int *result);
 
 /* The open GC client, or NULL (also with a caller's source, and in a forked
  * child). */
