@@ -43,7 +43,7 @@ static void start_prog(mm_proc_t *p, const char *name, const char *prog, const c
     char *argv[] = {mmrun, "--socket", daemon_.sock, "--name",        (char *)name, "--max", "256M",
                     "--",  path,       (char *)live, (char *)garbage, (char *)mode, NULL};
     cr_assert_eq(mm__proc_spawn(p, argv, true), 0);
-    if (strcmp(mode, "fork") == 0)
+    if (strcmp(mode, "fork") == 0 || strcmp(mode, "threads") == 0)
         cr_assert_eq(mm__proc_wait_line(p, "forked ok", 60000), 0,
                      "the forked child found its copy of the heap intact and private");
     cr_assert_eq(mm__proc_wait_line(p, "ready", 60000), 0, "%s is ready", prog);
@@ -134,6 +134,18 @@ Test(mmrun, boehm_program_forks_a_child_with_a_private_heap)
 Test(mmrun, jemalloc_program_forks_a_child_with_a_private_heap)
 {
     revocation_round("mmrun_prog_je", "fork");
+}
+
+/* Threads allocate the heap (for jemalloc: every thread's allocations come
+ * from the one adopted arena), then the program forks. */
+Test(mmrun, boehm_program_with_threads)
+{
+    revocation_round("mmrun_prog_gc", "threads");
+}
+
+Test(mmrun, jemalloc_program_with_threads)
+{
+    revocation_round("mmrun_prog_je", "threads");
 }
 
 Test(mmrun, plain_program_registers_and_reports_its_usage)

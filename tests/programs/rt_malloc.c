@@ -23,3 +23,12 @@ int main(int argc, char **argv)
 {
     return workload_main(argc, argv);
 }
+
+int rt_thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    return pthread_create(t, NULL, fn, arg);
+}
+int rt_thread_join(pthread_t t)
+{
+    return pthread_join(t, NULL);
+}

@@ -82,10 +82,51 @@ static int forked_child(void)
     return bad_blocks(more, nlive, 2) == 0 ? 0 : 13;
 }
 
+#define NTHREADS 4
+
+/* Thread t allocates and fills every NTHREADS-th live block from t on. */
+static void *alloc_share(void *arg)
+{
+    size_t t = (size_t)arg;
+    for (size_t k = t; k < nlive; k += NTHREADS) {
+        live[k] = rt_alloc(BLOCK);
+        if (!live[k])
+            return (void *)1;
+        fill(live[k], k, 0);
+    }
+    return NULL;
+}
+
+static int alloc_live(bool threaded)
+{
+    if (!threaded) {
+        for (size_t k = 0; k < nlive; k++) {
+            live[k] = rt_alloc(BLOCK);
+            if (!live[k])
+                return -1;
+            fill(live[k], k, 0);
+        }
+        return 0;
+    }
+    pthread_t th[NTHREADS];
+    for (size_t t = 0; t < NTHREADS; t++)
+        if (rt_thread_create(&th[t], alloc_share, (void *)t) != 0)
+            return -1;
+    int rc = 0;
+    for (size_t t = 0; t < NTHREADS; t++)
+        if (rt_thread_join(th[t]) != 0)
+            rc = -1;
+    for (size_t k = 0; k < nlive; k++)
+        if (!live[k])
+            rc = -1;
+    return rc;
+}
+
 int workload_main(int argc, char **argv)
 {
     if (argc != 4) {
-        fprintf(stderr, "usage: %s LIVE_MIB GARBAGE_MIB wait|fork|exec|spawn|now\n", argv[0]);
+        fprintf(stderr, "usage: %s LIVE_MIB GARBAGE_MIB wait|fork|threads|exec|spawn|now\n",
+                argv[0]);
         return 2;
     }
     size_t live_mib = strtoul(argv[1], NULL, 10), garbage_mib = strtoul(argv[2], NULL, 10);
@@ -103,18 +144,14 @@ int workload_main(int argc, char **argv)
     /* Live blocks interleaved with garbage, so that the runtime has to
      * keep one and may give the other back. */
     nlive = live_mib * (1u << 20) / BLOCK;
-    for (size_t k = 0; k < nlive; k++) {
-        live[k] = rt_alloc(BLOCK);
-        if (!live[k]) {
-            fprintf(stderr, "out of memory\n");
-            return 3;
-        }
-        fill(live[k], k, 0);
+    if (alloc_live(strcmp(mode, "threads") == 0) < 0) {
+        fprintf(stderr, "out of memory\n");
+        return 3;
     }
     make_garbage(garbage_mib);
 
     pid_t other = 0;
-    if (strcmp(mode, "fork") == 0) {
+    if (strcmp(mode, "fork") == 0 || strcmp(mode, "threads") == 0) {
         fflush(NULL);
         pid_t pid = fork();
         if (pid < 0)

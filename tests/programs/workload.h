@@ -9,6 +9,7 @@
  *   garbage in 1 MiB blocks, then by MODE:
  *     wait   print "ready", wait for SIGTERM, verify every block, exit 0
  *            if all is intact (1 if not);
+ *     threads  as fork, with the live blocks allocated by four threads;
  *     fork   fork first: the child verifies the parent's blocks, overwrites
  *            them, allocates LIVE_MIB more and verifies that, and exits 0 if
  *            all held; the parent checks the child's status and that its own
@@ -23,8 +24,12 @@
 #ifndef MM_TEST_WORKLOAD_H
 #define MM_TEST_WORKLOAD_H
 
+#include <pthread.h>
 #include <stddef.h>
 
+/* Start and join a thread the runtime knows of (a GC must see its stack). */
+int rt_thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
+int rt_thread_join(pthread_t t);
 /* Runtime start-up (GC_INIT for libgc). */
 void rt_init(void);
 /* A block whose content the runtime keeps while it is referenced. */
