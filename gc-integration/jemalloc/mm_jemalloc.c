@@ -793,6 +793,7 @@ MM_JE_EXPORT int mm_jemalloc_stats(mm_jemalloc_stats_t *out)
             out->last_purge_ns = last;
         out->last_asked_bytes += load_relaxed(&s->last_asked);
         out->last_given_bytes += load_relaxed(&s->last_given);
+        out->fallback_allocs += load_relaxed(&s->fallback_allocs);
     }
     return 0;
 }

@@ -547,6 +547,7 @@ Test(jemalloc, an_adopted_automatic_arena_serves_new_extents_from_frames)
     mm_jemalloc_stats_t st;
     cr_assert_eq(mm_jemalloc_stats(&st), 0);
     cr_assert_eq(st.hook_errors, 0, "no extent of the old hooks reached libmm");
+    cr_assert_eq(st.fallback_allocs, 0, "the host granted every frame asked for");
     drop_all(v + 12, 12);
     /* An adopted arena is never destroyed: the client stays open. */
 }

@@ -183,6 +183,7 @@ typedef struct mm_jemalloc_stats {
     uint64_t last_purge_ns;    /* duration of the latest purge */
     uint64_t last_asked_bytes; /* the latest revocation: bytes asked */
     uint64_t last_given_bytes; /* and bytes acknowledged (may be less) */
+    uint64_t fallback_allocs;  /* adopted arenas: extents the earlier hooks made */
 } mm_jemalloc_stats_t;
 
 /* Fill *out (zeroed first). -ECHILD in a forked child. */
