@@ -71,7 +71,10 @@ static mm_client_t *g_client;
 static uintptr_t g_base;
 static uint64_t g_bytes;
 static int g_region_fd = -1;
-static int g_fork_pipe[2] = {-1, -1}; /* between prepare and parent/child */
+/* Between prepare and parent/child; fork_lock keeps two threads forking at
+ * once from sharing it (held from prepare to the parent or child handler). */
+static pthread_mutex_t fork_lock = PTHREAD_MUTEX_INITIALIZER;
+static int g_fork_pipe[2] = {-1, -1};
 static bool g_debug;
 
 static const char *prog_name(void)
@@ -126,14 +129,17 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 
 static void fork_prepare(void)
 {
+    pthread_mutex_lock(&fork_lock);
     if (g_base && pipe2(g_fork_pipe, O_CLOEXEC) < 0)
         g_fork_pipe[0] = g_fork_pipe[1] = -1; /* the child copies; nobody waits */
 }
 
 static void fork_parent(void)
 {
-    if (g_fork_pipe[0] < 0)
+    if (g_fork_pipe[0] < 0) {
+        pthread_mutex_unlock(&fork_lock);
         return;
+    }
     close(g_fork_pipe[1]);
     /* One byte when the child has its copy; EOF if it died first or if the
      * fork failed (then nobody else holds the write end). */
@@ -142,6 +148,7 @@ static void fork_parent(void)
         ;
     close(g_fork_pipe[0]);
     g_fork_pipe[0] = g_fork_pipe[1] = -1;
+    pthread_mutex_unlock(&fork_lock);
 }
 
 /* Copy [off, off + len) of the region's memfd to base + off. */
@@ -185,6 +192,8 @@ static int copy_region(void)
 
 static void fork_child(void)
 {
+    /* The forking thread took it in prepare and is this process's only one. */
+    pthread_mutex_unlock(&fork_lock);
     g_client = NULL; /* the parent's, not ours: this process is no client */
     if (!g_base)
         return;

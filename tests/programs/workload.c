@@ -171,9 +171,9 @@ int workload_main(int argc, char **argv)
         if (other < 0)
             return 4;
         if (other == 0) {
-            sigprocmask(SIG_UNBLOCK, &set, NULL);
             /* Its own program: the preload and the request come with the
-             * environment. */
+             * environment; SIGTERM stays blocked across exec, so one sent
+             * before the copy's main waits for it is not lost. */
             execl("/proc/self/exe", argv[0], "1", "0", wait_mode ? "wait" : "now", (char *)NULL);
             _exit(127);
         }
