@@ -40,8 +40,11 @@ static void start_prog(mm_proc_t *p, const char *name, const char *prog, const c
     char mmrun[512], path[512];
     path_of("mmrun", mmrun, sizeof mmrun);
     path_of(prog, path, sizeof path);
-    char *argv[] = {mmrun, "--socket", daemon_.sock, "--name",        (char *)name, "--max", "256M",
-                    "--",  path,       (char *)live, (char *)garbage, (char *)mode, NULL};
+    /* The requests go through the preload to the daemon (plain_... checks). */
+    char *argv[] = {mmrun,        "--socket", daemon_.sock, "--name",     (char *)name,
+                    "--max",      "256M",     "--min",      "8M",         "--weight",
+                    "50",         "--",       path,         (char *)live, (char *)garbage,
+                    (char *)mode, NULL};
     cr_assert_eq(mm__proc_spawn(p, argv, true), 0);
     if (strcmp(mode, "fork") == 0 || strcmp(mode, "threads") == 0)
         cr_assert_eq(mm__proc_wait_line(p, "forked ok", 60000), 0,
@@ -162,6 +165,12 @@ Test(mmrun, plain_program_registers_and_reports_its_usage)
             sleep_ms(100);
     }
     cr_assert_geq(heap, 16 * MIB, "it reports its resident anonymous memory");
+    cr_assert_eq(client_field(id, "max_bytes"), 256 * MIB, "--max is its region");
+    cr_assert_eq(client_field(id, "region_bytes"), 256 * MIB);
+    /* Requests, capped by the admin's policy: the daemon's defaults allow no
+     * reservation of a client's own asking and weights up to 100. */
+    cr_assert_eq(client_field(id, "min_bytes"), 0, "--min 8M is capped by max-client-reservation");
+    cr_assert_eq(client_field(id, "weight"), 50, "--weight 50 is within max-client-weight");
     finish(&p);
 }
 

@@ -28,14 +28,17 @@
  *
  * When libgc's heap must grow, the mmap hook asks the host (mm_alloc installs
  * reclaimed chunks; the daemon answers at once) and only if the host says no
- * does libgc see out-of-memory (MAP_FAILED, ENOMEM). The hook never waits or
- * retries while libgc holds its allocation lock.
+ * does libgc see out-of-memory (MAP_FAILED, ENOMEM), or with MM_GC_FALLBACK
+ * ordinary memory. The hook never waits or retries while libgc holds its
+ * allocation lock.
  *
  * Fork: the region is mapped MADV_DONTFORK, so a child of fork() has no GC
  * heap at all. The library detaches in the child (its mmap/madvise pass
  * through to the C library), but libgc's own state still points into the
  * missing heap: a forked child must not use the GC or touch GC objects; it may
  * only exec() or _exit(). Parent and child therefore never share one heap.
+ * (mmrun's preload puts a private copy of the region at its address in the
+ * child first, so that a child there may go on using the GC.)
  *
  * One GC client or frame source per process. Thread safety: mm_gc_stats() and
  * mm_gc_shrink() may be called from any thread registered with the GC
