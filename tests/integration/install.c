@@ -80,7 +80,7 @@ static const char *const man_pages[] = {"share/man/man8/mmsrv.8", "share/man/man
 
 Test(install, everything_in_place)
 {
-    static const char *const programs[] = {"mmsrv",   "mmctl", "mmhold",
+    static const char *const programs[] = {"mmsrv",   "mmctl",   "mmhold",
                                            "mmbench", "mmguest", "mmrun"};
     char rel[256];
     for (size_t i = 0; i < sizeof programs / sizeof *programs; i++) {
