@@ -21,6 +21,7 @@
 #include <mm/protocol.h>
 
 #include "frames.h"
+#include "ladder.h"
 #include "pools.h"
 
 /* What an epoll event belongs to. */
@@ -168,6 +169,7 @@ typedef struct mm_server {
     uint64_t ticks;
     bool stopping;
     struct mm_reclaim_pool *pool;
+    mm_ladder_t ladder; /* what each reclaim step did (status, metrics) */
 } mm_server_t;
 
 /* paging.c: host paging, reclaim step 4. */
@@ -226,7 +228,7 @@ void mm__reclaim_pool_stop(mm_server_t *s);
 void mm__policy_update(mm_server_t *s);
 /* Steps 1 and 2 on one client, at once, on the calling thread: its free and
  * discardable chunks, up to bytes. Returns the bytes taken. */
-uint64_t mm__reclaim_own(mm_host_client_t *c, uint64_t bytes);
+uint64_t mm__reclaim_own(mm_server_t *s, mm_host_client_t *c, uint64_t bytes);
 /* Walk the reclaim ladder: clients above target give their free chunks,
  * then anyone's free chunks while capacity is exceeded, then revocations to
  * whoever is still above target. Returns bytes taken back. */

@@ -1,8 +1,9 @@
 /*
  * metrics: Prometheus text exposition (format 0.0.4) of a `status` reply (see
  * metrics.h). Families are tables: one row per metric, naming the JSON field
- * it comes from, so that adding a field is one line. Latency histograms per
- * ladder step are not here because the daemon does not report them.
+ * it comes from, so that adding a field is one line. The reclaim ladder's
+ * steps (the reply's "ladder") become one histogram of how long each step's
+ * work took and one counter of the bytes it took back, labelled step="...".
  */
 #include "metrics.h"
 
@@ -98,6 +99,70 @@ static int value(json_t *o, const char *key, long long *v)
     return 0;
 }
 
+/* A bucket bound in seconds as the exposition writes it: ns / 1e9 with no
+ * trailing zeros ("0.0001", "2.5", "10"). */
+static void write_seconds(FILE *out, long long ns)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld.%09lld", ns / 1000000000, ns % 1000000000);
+    size_t n = strlen(buf);
+    while (buf[n - 1] == '0')
+        buf[--n] = '\0';
+    if (buf[n - 1] == '.')
+        buf[--n] = '\0';
+    fputs(buf, out);
+}
+
+/* The ladder's families; steps the reply lacks (an older daemon) are left
+ * out, as are malformed entries. */
+static void write_ladder(FILE *out, json_t *ladder)
+{
+    size_t i, b;
+    json_t *o, *bucket;
+    fputs("# HELP mm_ladder_step_duration_seconds How long each run of a reclaim ladder step "
+          "took.\n# TYPE mm_ladder_step_duration_seconds histogram\n",
+          out);
+    json_array_foreach(ladder, i, o)
+    {
+        const char *step = json_string_value(json_object_get(o, "step"));
+        long long count, sum_ns, le, c;
+        if (!step || value(o, "count", &count) < 0 || value(o, "sum_ns", &sum_ns) < 0)
+            continue;
+        json_array_foreach(json_object_get(o, "buckets"), b, bucket)
+        {
+            if (value(bucket, "le_ns", &le) < 0 || value(bucket, "count", &c) < 0)
+                continue;
+            fputs("mm_ladder_step_duration_seconds_bucket{step=\"", out);
+            mm__metrics_write_label(out, step);
+            fputs("\",le=\"", out);
+            write_seconds(out, le);
+            fprintf(out, "\"} %lld\n", c);
+        }
+        fputs("mm_ladder_step_duration_seconds_bucket{step=\"", out);
+        mm__metrics_write_label(out, step);
+        fprintf(out, "\",le=\"+Inf\"} %lld\n", count);
+        fputs("mm_ladder_step_duration_seconds_sum{step=\"", out);
+        mm__metrics_write_label(out, step);
+        fprintf(out, "\"} %lld.%09lld\n", sum_ns / 1000000000, sum_ns % 1000000000);
+        fputs("mm_ladder_step_duration_seconds_count{step=\"", out);
+        mm__metrics_write_label(out, step);
+        fprintf(out, "\"} %lld\n", count);
+    }
+    fputs("# HELP mm_ladder_reclaimed_bytes_total Bytes each reclaim ladder step took back.\n"
+          "# TYPE mm_ladder_reclaimed_bytes_total counter\n",
+          out);
+    json_array_foreach(ladder, i, o)
+    {
+        const char *step = json_string_value(json_object_get(o, "step"));
+        long long bytes;
+        if (!step || value(o, "bytes", &bytes) < 0)
+            continue;
+        fputs("mm_ladder_reclaimed_bytes_total{step=\"", out);
+        mm__metrics_write_label(out, step);
+        fprintf(out, "\"} %lld\n", bytes);
+    }
+}
+
 int mm__metrics_write(FILE *out, json_t *status)
 {
     long long v;
@@ -135,5 +200,6 @@ int mm__metrics_write(FILE *out, json_t *status)
             fprintf(out, "\",id=\"%lld\"} %lld\n", id, v);
         }
     }
+    write_ladder(out, json_object_get(status, "ladder"));
     return ferror(out) ? -EIO : 0;
 }

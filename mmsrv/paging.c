@@ -347,8 +347,11 @@ uint64_t mm__paging_force(mm_server_t *s, mm_host_client_t *c, uint64_t bytes)
     size_t n = pick_chunks(c, segs, want < MM_PAGER_MAX_SEGS ? want : MM_PAGER_MAX_SEGS);
     if (n == 0)
         return 0;
-    uint64_t paged = 0;
+    uint64_t paged = 0, t0 = mm__now_ns();
     int err = mm__pager_page_out_v(c->pager, c->region_fd, segs, n, false, punch_drop, c, &paged);
+    if (paged > 0)
+        mm__ladder_observe(&s->ladder, c->uffd >= 0 ? MM_STEP_PAGING : MM_STEP_FREEZE,
+                           mm__now_ns() - t0, paged);
     if (err < 0)
         log_warn("client %u (%s): paging stopped after %llu bytes: %s", c->id, c->name,
                  (unsigned long long)paged, strerror(-err));

@@ -31,6 +31,7 @@
 #define REVOKE_NS_PER_MIB 2000000ull
 
 typedef struct reclaim_job {
+    mm_ladder_t *ladder;
     mm_host_client_t *client;
     uint32_t want_chunks;
     uint32_t taken_chunks; /* result */
@@ -90,9 +91,11 @@ static bool take_chunk(mm_host_client_t *c, uint32_t i, enum scan_kind kind)
 
 /* One scan: take up to want chunks of c, highest first (allocations grow
  * from the bottom), punching each adjacent run once. */
-static uint32_t reclaim_scan(mm_host_client_t *c, uint32_t want, enum scan_kind kind)
+static uint32_t reclaim_scan(mm_ladder_t *l, mm_host_client_t *c, uint32_t want,
+                             enum scan_kind kind)
 {
     uint32_t taken = 0, run_first = 0, run_len = 0;
+    uint64_t t0 = mm__now_ns();
     for (uint32_t i = c->chunk_count; i-- > 0 && taken < want;) {
         if (host_reclaimed(c, i) || !take_chunk(c, i, kind))
             continue;
@@ -114,21 +117,25 @@ static uint32_t reclaim_scan(mm_host_client_t *c, uint32_t want, enum scan_kind 
     c->reclaimed_bytes_total += (uint64_t)taken * MM_CHUNK_SIZE;
     if (kind == SCAN_DISCARDABLE)
         c->discarded_bytes_total += (uint64_t)taken * MM_CHUNK_SIZE;
+    /* A scan that found nothing did no step's work: not an observation. */
+    if (taken > 0)
+        mm__ladder_observe(l, kind == SCAN_DISCARDABLE ? MM_STEP_DISCARDABLE : MM_STEP_FREE,
+                           mm__now_ns() - t0, (uint64_t)taken * MM_CHUNK_SIZE);
     return taken;
 }
 
 /* Steps 1 and 2 for one client, no message: unreserved free chunks, then
  * chunks idle threads keep reserved (they must not hide free memory), then
  * discardable chunks no reader pins. */
-static uint32_t reclaim_client(mm_host_client_t *c, uint32_t want)
+static uint32_t reclaim_client(mm_ladder_t *l, mm_host_client_t *c, uint32_t want)
 {
     if (mm__is_baseline(c))
         return 0; /* a baseline guest's memory is its own: only its driver gives it */
-    uint32_t taken = reclaim_scan(c, want, SCAN_FREE);
+    uint32_t taken = reclaim_scan(l, c, want, SCAN_FREE);
     if (taken < want)
-        taken += reclaim_scan(c, want - taken, SCAN_FREE_STEAL);
+        taken += reclaim_scan(l, c, want - taken, SCAN_FREE_STEAL);
     if (taken < want)
-        taken += reclaim_scan(c, want - taken, SCAN_DISCARDABLE);
+        taken += reclaim_scan(l, c, want - taken, SCAN_DISCARDABLE);
     if (taken > 0) {
         mm__refresh_resident(c);
         mm__refresh_idle(c);
@@ -136,14 +143,14 @@ static uint32_t reclaim_client(mm_host_client_t *c, uint32_t want)
     return taken;
 }
 
-uint64_t mm__reclaim_own(mm_host_client_t *c, uint64_t bytes)
+uint64_t mm__reclaim_own(mm_server_t *s, mm_host_client_t *c, uint64_t bytes)
 {
-    return (uint64_t)reclaim_client(c, chunks_up(bytes)) * MM_CHUNK_SIZE;
+    return (uint64_t)reclaim_client(&s->ladder, c, chunks_up(bytes)) * MM_CHUNK_SIZE;
 }
 
 static void run_job(reclaim_job_t *j)
 {
-    j->taken_chunks = reclaim_client(j->client, j->want_chunks);
+    j->taken_chunks = reclaim_client(j->ladder, j->client, j->want_chunks);
 }
 
 static void *worker_main(void *arg)
@@ -385,7 +392,7 @@ static uint32_t reclaim_over_target(mm_server_t *s, mm_host_client_t *except)
         mm_host_client_t *c = list[i];
         if (c == except || held_of(c) <= c->target_bytes)
             continue;
-        jobs[njobs++] = (reclaim_job_t){c, chunks_up(held_of(c) - c->target_bytes), 0};
+        jobs[njobs++] = (reclaim_job_t){&s->ladder, c, chunks_up(held_of(c) - c->target_bytes), 0};
     }
     run_jobs(s, jobs, njobs);
     for (size_t i = 0; i < njobs; i++)
@@ -415,7 +422,7 @@ static uint32_t reclaim_any(mm_server_t *s, mm_host_client_t *except, uint32_t n
                 best = i;
         }
         if (list[best] != except)
-            taken += reclaim_client(list[best], need - taken);
+            taken += reclaim_client(&s->ladder, list[best], need - taken);
         list[best] = list[--n];
     }
     free(list);
@@ -508,7 +515,7 @@ void mm__reclaim_from(mm_server_t *s, mm_host_client_t *c, uint64_t bytes, uint6
                       uint64_t *asked)
 {
     uint32_t want = chunks_up(bytes);
-    uint32_t got = reclaim_client(c, want);
+    uint32_t got = reclaim_client(&s->ladder, c, want);
     *taken = (uint64_t)got * MM_CHUNK_SIZE;
     *asked = 0;
     if (got < want && !c->revoke_pending && !mm__is_baseline(c)) {

@@ -499,7 +499,7 @@ void mm__client_on_bell(mm_server_t *s, mm_host_client_t *c)
     uint64_t claimed = atomic_load_explicit(&c->ctl->ack_bytes, memory_order_relaxed);
     /* What it freed for this request may still be resident: take its free
      * chunks first, as much as it claims to have given. */
-    (void)mm__reclaim_own(c, claimed < c->revoke_bytes ? claimed : c->revoke_bytes);
+    (void)mm__reclaim_own(s, c, claimed < c->revoke_bytes ? claimed : c->revoke_bytes);
     mm__refresh_resident(c);
     uint64_t dropped = c->revoke_resident_at_post > c->resident_bytes
                            ? c->revoke_resident_at_post - c->resident_bytes
@@ -512,6 +512,7 @@ void mm__client_on_bell(mm_server_t *s, mm_host_client_t *c)
     c->revoke_empty = given == 0;
     c->revoked_bytes_total += given;
     c->last_answer_ns = mm__now_ns() - c->revoke_posted_ns;
+    mm__ladder_observe(&s->ladder, MM_STEP_REVOCATION, c->last_answer_ns, given);
     log_debug("client %u: revocation %llu answered, %llu bytes given", c->id,
               (unsigned long long)acked, (unsigned long long)given);
     if (given > 0)

@@ -55,6 +55,7 @@ typedef int (*madvise_fn)(void *, size_t, int);
 static _Atomic(const mm_frame_source_t *) g_source; /* &g_source_copy or NULL */
 static mm_frame_source_t g_source_copy;             /* written only while detached */
 static _Atomic(mm_client_t *) g_client;             /* mm_gc_open()'s client, else NULL */
+static _Atomic bool g_fallback;                     /* MM_GC_FALLBACK: refusals pass through */
 static uintptr_t g_gc_lo, g_gc_hi;                  /* libgc.so's segments: [lo, hi) */
 static _Atomic uintptr_t g_span_lo, g_span_hi;      /* served ranges lie in [lo, hi) */
 static mmap_fn real_mmap;
@@ -145,21 +146,29 @@ static void *serve_mmap(const mm_frame_source_t *src, size_t len)
     return p;
 }
 
-__attribute__((visibility("default"))) void *mmap(void *addr, size_t len, int prot, int flags,
-                                                  int fd, off_t off)
+MM_GC_EXPORT int mm_gc_mmap_hook(const void *caller, void *addr, size_t len, int prot, int flags,
+                                 int fd, off_t off, void **result)
 {
-    uintptr_t ret = (uintptr_t)__builtin_return_address(0);
+    (void)addr;
+    uintptr_t ret = (uintptr_t)caller;
     const mm_frame_source_t *src = atomic_load_explicit(&g_source, memory_order_acquire);
     if (src && from_libgc(ret) && fd == -1 && off == 0 && len > 0 &&
         prot == (PROT_READ | PROT_WRITE) &&
-        (flags & ~MAP_NORESERVE) == (MAP_PRIVATE | MAP_ANONYMOUS))
-        return serve_mmap(src, len);
-    return pass_mmap(addr, len, prot, flags, fd, off);
+        (flags & ~MAP_NORESERVE) == (MAP_PRIVATE | MAP_ANONYMOUS)) {
+        void *p = serve_mmap(src, len);
+        if (p != MAP_FAILED || !atomic_load_explicit(&g_fallback, memory_order_relaxed)) {
+            *result = p;
+            return 1;
+        }
+        /* Outside the span, so the madvise hook passes its releases on. */
+    }
+    return 0;
 }
 
-__attribute__((visibility("default"))) int madvise(void *addr, size_t len, int advice)
+MM_GC_EXPORT int mm_gc_madvise_hook(const void *caller, void *addr, size_t len, int advice,
+                                    int *result)
 {
-    uintptr_t ret = (uintptr_t)__builtin_return_address(0);
+    uintptr_t ret = (uintptr_t)caller;
     const mm_frame_source_t *src = atomic_load_explicit(&g_source, memory_order_acquire);
     uintptr_t a = (uintptr_t)addr;
     uintptr_t span_lo = atomic_load_explicit(&g_span_lo, memory_order_relaxed);
@@ -174,12 +183,33 @@ __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int a
             int err = src->release(src->arg, (void *)lo, hi - lo);
             if (err < 0) {
                 errno = -err;
-                return -1;
+                *result = -1;
+                return 1;
             }
             atomic_fetch_add_explicit(&g_released_bytes, hi - lo, memory_order_relaxed);
         }
-        return 0;
+        *result = 0;
+        return 1;
     }
+    return 0;
+}
+
+/* The definitions that interpose on libgc.so's PLT calls when this library
+ * is linked (or preloaded) ahead of the C library. */
+__attribute__((visibility("default"))) void *mmap(void *addr, size_t len, int prot, int flags,
+                                                  int fd, off_t off)
+{
+    void *p;
+    if (mm_gc_mmap_hook(__builtin_return_address(0), addr, len, prot, flags, fd, off, &p))
+        return p;
+    return pass_mmap(addr, len, prot, flags, fd, off);
+}
+
+__attribute__((visibility("default"))) int madvise(void *addr, size_t len, int advice)
+{
+    int rc;
+    if (mm_gc_madvise_hook(__builtin_return_address(0), addr, len, advice, &rc))
+        return rc;
     return pass_madvise(addr, len, advice);
 }
 
@@ -405,6 +435,8 @@ MM_GC_EXPORT int mm_gc_open(const char *socket_path, const mm_client_opts_t *opt
     if (err < 0)
         return err;
 
+    bool fallback = o.flags & MM_GC_FALLBACK;
+    o.flags &= ~(unsigned)MM_GC_FALLBACK;
     if (o.flags & MM_GC_NO_THREAD)
         o.flags &= ~(unsigned)MM_GC_NO_THREAD;
     else
@@ -417,6 +449,7 @@ MM_GC_EXPORT int mm_gc_open(const char *socket_path, const mm_client_opts_t *opt
         return err;
 
     const mm_frame_source_t own = mm_client_frame_source(c);
+    atomic_store(&g_fallback, fallback);
     err = attach(&own, c, &f);
     if (err < 0) {
         mm_client_close(c);

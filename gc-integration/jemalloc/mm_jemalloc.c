@@ -8,6 +8,11 @@
  * residency), so the hooks and the purge have one code path. Slots are
  * static: the hooks never allocate and never call malloc, and jemalloc keeps
  * the hooks pointer for the arena's lifetime.
+ *
+ * An adopted arena (mm_jemalloc_adopt(): an automatic arena of a program
+ * that never asked for mm) also holds extents its earlier hooks made; the
+ * slot keeps those hooks as `fallback` and hands them every extent outside
+ * the client's region, and every allocation the frames cannot serve.
  */
 #include <mm/jemalloc.h>
 
@@ -39,7 +44,11 @@ typedef struct je_slot {
     _Atomic(const mm_frame_source_t *) src;
     mm_frame_source_t source;
     _Atomic(mm_client_t *) client; /* the client; NULL for a caller's source */
-    _Atomic unsigned arena;        /* valid when has_arena */
+    /* Adopted arenas only: the hooks the arena had, and the client's region
+     * [lo, hi), outside which an extent is the fallback's. */
+    extent_hooks_t *fallback;
+    uintptr_t lo, hi;
+    _Atomic unsigned arena; /* valid when has_arena */
     _Atomic bool has_arena;
     bool claimed; /* false: slot free (read and written under slots_lock) */
     /* Metadata blocks in private memory: [lo, lo + bytes), bytes 0 for none
@@ -52,7 +61,7 @@ typedef struct je_slot {
     _Atomic uint64_t alloc_calls, alloc_failures, dalloc_calls, destroy_calls;
     _Atomic uint64_t decommit_calls, purge_calls, split_calls, merge_calls, hook_errors;
     _Atomic uint64_t revocations, purged_bytes, last_purge_ns, cost_ns_per_mib;
-    _Atomic uint64_t last_asked, last_given;
+    _Atomic uint64_t last_asked, last_given, fallback_allocs;
     pthread_mutex_t purge_lock; /* one purge of this arena at a time */
 } je_slot_t;
 
@@ -84,6 +93,14 @@ static bool is_mm_arena(unsigned ind)
         if (atomic_load(&slots[i].has_arena) && atomic_load(&slots[i].arena) == ind)
             return true;
     return false;
+}
+
+/* An extent of an adopted arena that is not frames: the fallback hooks made
+ * it (before adoption, or when the frames could not serve). */
+static bool foreign(const je_slot_t *s, const void *addr)
+{
+    uintptr_t a = (uintptr_t)addr;
+    return s->fallback && (a < s->lo || a >= s->hi);
 }
 
 /* ---- Extent hooks (never malloc, never abort; false = success) --------- */
@@ -136,17 +153,18 @@ static int metadata_find(je_slot_t *s, const void *addr)
 static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t alignment,
                         bool *zero, bool *commit, unsigned arena_ind)
 {
-    (void)arena_ind;
     je_slot_t *s = (je_slot_t *)h;
     add_relaxed(&s->alloc_calls, 1);
     const mm_frame_source_t *src = atomic_load_explicit(&s->src, memory_order_acquire);
-    if (new_addr != NULL || src == NULL || atomic_load(&in_child) || size == 0 ||
-        (alignment & (alignment - 1))) {
+    if (!s->fallback && (new_addr != NULL || src == NULL || atomic_load(&in_child) || size == 0 ||
+                         (alignment & (alignment - 1)))) {
         add_relaxed(&s->alloc_failures, 1);
         return NULL; /* cannot place at a given address: jemalloc copes */
     }
     size = (size + FRAME - 1) & ~(FRAME - 1);
     size_t align = alignment < FRAME ? FRAME : alignment;
+    if (s->fallback && (new_addr != NULL || atomic_load(&in_child)))
+        goto fallback; /* a forked child has no frames; placement is not ours */
     if (align >= CHUNK && *zero && *commit) {
         /* A base block (arena metadata): jemalloc asks for these 2 MiB
          * aligned, zeroed and committed; extents come PAGE-aligned. */
@@ -158,8 +176,10 @@ static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t a
     if (size >= CHUNK && align < CHUNK)
         align = CHUNK;
     void *p = NULL;
-    if (src->alloc(src->arg, size, align, &p) < 0 || p == NULL) {
+    if (src == NULL || src->alloc(src->arg, size, align, &p) < 0 || p == NULL) {
         add_relaxed(&s->alloc_failures, 1);
+        if (s->fallback)
+            goto fallback;
         return NULL;
     }
     /* Frames from libmm are zero only if nobody wrote them since their last
@@ -169,6 +189,11 @@ static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t a
     *commit = true;
     add_relaxed(&s->frame_bytes, size);
     return p;
+fallback:
+    /* An adopted arena's program never expects malloc to fail for want of
+     * frames: its memory then comes from where it came before adoption. */
+    add_relaxed(&s->fallback_allocs, 1);
+    return s->fallback->alloc(s->fallback, new_addr, size, alignment, zero, commit, arena_ind);
 }
 
 /* Give a run back: punch it, then free the frames (metadata: unmap it).
@@ -208,6 +233,9 @@ static bool hook_dalloc(extent_hooks_t *h, void *addr, size_t size, bool committ
     (void)committed, (void)arena_ind;
     je_slot_t *s = (je_slot_t *)h;
     add_relaxed(&s->dalloc_calls, 1);
+    if (foreign(s, addr))
+        return !s->fallback->dalloc ||
+               s->fallback->dalloc(s->fallback, addr, size, committed, arena_ind);
     return give_back(s, addr, size);
 }
 
@@ -217,15 +245,24 @@ static void hook_destroy(extent_hooks_t *h, void *addr, size_t size, bool commit
     (void)committed, (void)arena_ind;
     je_slot_t *s = (je_slot_t *)h;
     add_relaxed(&s->destroy_calls, 1);
+    if (foreign(s, addr)) {
+        if (s->fallback->destroy)
+            s->fallback->destroy(s->fallback, addr, size, committed, arena_ind);
+        return;
+    }
     give_back(s, addr, size); /* a refusal leaves frames owned: counted as an error */
 }
 
 static bool hook_commit(extent_hooks_t *h, void *addr, size_t size, size_t offset, size_t length,
                         unsigned arena_ind)
 {
-    (void)h, (void)addr, (void)size, (void)offset, (void)length, (void)arena_ind;
-    /* The frames are owned and mapped: a touch faults in a zero page. */
-    return atomic_load(&in_child);
+    je_slot_t *s = (je_slot_t *)h;
+    if (foreign(s, addr))
+        return !s->fallback->commit ||
+               s->fallback->commit(s->fallback, addr, size, offset, length, arena_ind);
+    /* The frames are owned and mapped: a touch faults in a zero page. In a
+     * forked child an adopted arena's frames are its private copy. */
+    return atomic_load(&in_child) && !s->fallback;
 }
 
 /* Owner punch: the frames stay owned, their pages go. */
@@ -250,23 +287,43 @@ static bool hook_decommit(extent_hooks_t *h, void *addr, size_t size, size_t off
     (void)size, (void)arena_ind;
     je_slot_t *s = (je_slot_t *)h;
     add_relaxed(&s->decommit_calls, 1);
+    if (foreign(s, addr))
+        return !s->fallback->decommit ||
+               s->fallback->decommit(s->fallback, addr, size, offset, length, arena_ind);
     return punch(s, addr, offset, length);
 }
 
 static bool hook_purge(extent_hooks_t *h, void *addr, size_t size, size_t offset, size_t length,
                        unsigned arena_ind)
 {
-    (void)size, (void)arena_ind;
     je_slot_t *s = (je_slot_t *)h;
     add_relaxed(&s->purge_calls, 1);
+    if (foreign(s, addr))
+        return !s->fallback->purge_forced ||
+               s->fallback->purge_forced(s->fallback, addr, size, offset, length, arena_ind);
     return punch(s, addr, offset, length);
+}
+
+static bool hook_purge_lazy(extent_hooks_t *h, void *addr, size_t size, size_t offset,
+                            size_t length, unsigned arena_ind)
+{
+    je_slot_t *s = (je_slot_t *)h;
+    if (foreign(s, addr)) {
+        add_relaxed(&s->purge_calls, 1);
+        return !s->fallback->purge_lazy ||
+               s->fallback->purge_lazy(s->fallback, addr, size, offset, length, arena_ind);
+    }
+    return hook_purge(h, addr, size, offset, length, arena_ind);
 }
 
 static bool hook_split(extent_hooks_t *h, void *addr, size_t size, size_t size_a, size_t size_b,
                        bool committed, unsigned arena_ind)
 {
-    (void)addr, (void)size, (void)size_a, (void)size_b, (void)committed, (void)arena_ind;
-    add_relaxed(&((je_slot_t *)h)->split_calls, 1);
+    je_slot_t *s = (je_slot_t *)h;
+    add_relaxed(&s->split_calls, 1);
+    if (foreign(s, addr))
+        return !s->fallback->split ||
+               s->fallback->split(s->fallback, addr, size, size_a, size_b, committed, arena_ind);
     return false; /* frames can be freed in any sub-range */
 }
 
@@ -277,9 +334,14 @@ static bool hook_split(extent_hooks_t *h, void *addr, size_t size, size_t size_a
 static bool hook_merge(extent_hooks_t *h, void *addr_a, size_t size_a, void *addr_b, size_t size_b,
                        bool committed, unsigned arena_ind)
 {
-    (void)size_a, (void)size_b, (void)committed, (void)arena_ind;
     je_slot_t *s = (je_slot_t *)h;
     add_relaxed(&s->merge_calls, 1);
+    bool fa = foreign(s, addr_a), fb = foreign(s, addr_b);
+    if (fa != fb)
+        return true; /* frames and ordinary memory never make one extent */
+    if (fa)
+        return !s->fallback->merge || s->fallback->merge(s->fallback, addr_a, size_a, addr_b,
+                                                         size_b, committed, arena_ind);
     return metadata_find(s, addr_a) >= 0 || metadata_find(s, addr_b) >= 0;
 }
 
@@ -352,8 +414,7 @@ static void slot_release(je_slot_t *s)
     s->claimed = false;
 }
 
-/* Create the slot's arena with the extent hooks (slots_lock held). */
-static int arena_create(je_slot_t *s, unsigned *arena_index)
+static void hooks_init(je_slot_t *s)
 {
     s->hooks = (extent_hooks_t){
         .alloc = hook_alloc,
@@ -361,22 +422,33 @@ static int arena_create(je_slot_t *s, unsigned *arena_index)
         .destroy = hook_destroy,
         .commit = hook_commit,
         .decommit = hook_decommit,
-        .purge_lazy = hook_purge,
+        .purge_lazy = hook_purge_lazy,
         .purge_forced = hook_purge,
         .split = hook_split,
         .merge = hook_merge,
     };
+}
+
+/* Keep each growth (and so the retained tail) small. */
+static void limit_growth(unsigned ind)
+{
+    char key[64];
+    size_t limit = CHUNK;
+    snprintf(key, sizeof key, "arena.%u.retain_grow_limit", ind);
+    (void)mallctl(key, NULL, NULL, &limit, sizeof limit); /* fails only without retain */
+}
+
+/* Create the slot's arena with the extent hooks (slots_lock held). */
+static int arena_create(je_slot_t *s, unsigned *arena_index)
+{
+    hooks_init(s);
     extent_hooks_t *hp = &s->hooks;
     unsigned ind = 0;
     size_t sz = sizeof ind;
     int err = -mallctl("arenas.create", &ind, &sz, &hp, sizeof(extent_hooks_t *));
     if (err < 0)
         return err;
-    /* Keep each growth (and so the retained tail) small. */
-    char key[64];
-    size_t limit = CHUNK;
-    snprintf(key, sizeof key, "arena.%u.retain_grow_limit", ind);
-    (void)mallctl(key, NULL, NULL, &limit, sizeof limit); /* fails only without retain */
+    limit_growth(ind);
     atomic_store(&s->arena, ind);
     atomic_store(&s->has_arena, true);
     *arena_index = ind;
@@ -579,6 +651,55 @@ out:
     return err;
 }
 
+MM_JE_EXPORT int mm_jemalloc_adopt(mm_client_t *client, unsigned arena_index)
+{
+    if (!client)
+        return -EINVAL;
+    if (atomic_load(&in_child))
+        return -ECHILD;
+    pthread_once(&atfork_once, register_atfork);
+    unsigned narenas = 0;
+    size_t sz = sizeof narenas;
+    int err = -mallctl("opt.narenas", &narenas, &sz, NULL, 0);
+    if (err < 0)
+        return err;
+    if (arena_index >= narenas)
+        return -EINVAL; /* a manual arena: mm_jemalloc_arena() makes those */
+    pthread_mutex_lock(&slots_lock);
+    je_slot_t *s = slot_of(client);
+    if (!s || atomic_load(&s->has_arena)) {
+        err = s ? -EBUSY : -EINVAL;
+        goto out;
+    }
+    char key[64];
+    snprintf(key, sizeof key, "arena.%u.extent_hooks", arena_index);
+    extent_hooks_t *old = NULL;
+    sz = sizeof old;
+    err = -mallctl(key, &old, &sz, NULL, 0);
+    if (err < 0)
+        goto out;
+    if (!old || !old->alloc) {
+        err = -ENOTSUP; /* nothing to hand foreign extents to */
+        goto out;
+    }
+    s->fallback = old;
+    s->lo = (uintptr_t)mm_client_base(client);
+    s->hi = s->lo + mm_client_region_bytes(client);
+    hooks_init(s);
+    extent_hooks_t *hp = &s->hooks;
+    err = -mallctl(key, NULL, NULL, &hp, sizeof hp);
+    if (err < 0) {
+        s->fallback = NULL;
+        goto out;
+    }
+    limit_growth(arena_index);
+    atomic_store(&s->arena, arena_index);
+    atomic_store(&s->has_arena, true);
+out:
+    pthread_mutex_unlock(&slots_lock);
+    return err;
+}
+
 MM_JE_EXPORT int mm_jemalloc_arena_source(const mm_frame_source_t *source, unsigned *arena_index)
 {
     if (!source || !arena_index || !source->alloc || !source->free || !source->release ||
@@ -672,6 +793,7 @@ MM_JE_EXPORT int mm_jemalloc_stats(mm_jemalloc_stats_t *out)
             out->last_purge_ns = last;
         out->last_asked_bytes += load_relaxed(&s->last_asked);
         out->last_given_bytes += load_relaxed(&s->last_given);
+        out->fallback_allocs += load_relaxed(&s->fallback_allocs);
     }
     return 0;
 }

@@ -73,6 +73,23 @@ uint64_t status_field(const char *key)
     return v;
 }
 
+uint64_t ladder_field(const char *step, const char *key)
+{
+    json_t *st = NULL;
+    cr_assert_eq(mm__bench_ctl_status(&daemon_, &st), 0, "status answers");
+    uint64_t v = UINT64_MAX;
+    size_t i;
+    json_t *o;
+    json_array_foreach(json_object_get(st, "ladder"), i, o)
+    {
+        const char *name = json_string_value(json_object_get(o, "step"));
+        if (name && strcmp(name, step) == 0)
+            v = mm__bench_json_u64(o, key);
+    }
+    json_decref(st);
+    return v;
+}
+
 void set_capacity(const char *size)
 {
     const char *args[] = {"capacity", size, NULL};

@@ -32,6 +32,9 @@ void alloc_chunks(mm_client_t *c, size_t n, void **out);
 uint64_t client_field(uint32_t id, const char *key);
 uint64_t status_field(const char *key);
 
+/* A field of step's entry in status's "ladder" (UINT64_MAX if absent). */
+uint64_t ladder_field(const char *step, const char *key);
+
 /* The id of the client called name in status, 0 if none (ids start at 1). */
 uint32_t client_id_by_name(const char *name);
 

@@ -75,11 +75,13 @@ static void expect_file(const char *rel, int executable)
 }
 
 static const char *const man_pages[] = {"share/man/man8/mmsrv.8", "share/man/man8/mmctl.8",
-                                        "share/man/man3/libmm.3", "share/man/man1/mmguest.1"};
+                                        "share/man/man3/libmm.3", "share/man/man1/mmguest.1",
+                                        "share/man/man1/mmrun.1"};
 
 Test(install, everything_in_place)
 {
-    static const char *const programs[] = {"mmsrv", "mmctl", "mmhold", "mmbench", "mmguest"};
+    static const char *const programs[] = {"mmsrv",   "mmctl",   "mmhold",
+                                           "mmbench", "mmguest", "mmrun"};
     char rel[256];
     for (size_t i = 0; i < sizeof programs / sizeof *programs; i++) {
         snprintf(rel, sizeof rel, "bin/%s", programs[i]);
@@ -93,6 +95,9 @@ Test(install, everything_in_place)
                                         "lib/cmake/libmm/libmmConfig.cmake",
                                         "lib/cmake/libmm/libmmConfigVersion.cmake",
                                         "lib/cmake/libmm/libmmTargets.cmake",
+                                        "lib/libmm-preload.so",
+                                        "lib/libmm-gc.so.0",
+                                        "lib/libmm-jemalloc.so.0",
                                         "lib/systemd/system/mmsrv.service",
                                         "etc/mm/mmsrv.conf.example"};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++)
@@ -137,6 +142,23 @@ Test(install, man_pages_render)
         cr_expect(strlen(text) > 500, "man -l %s rendered almost nothing", man_pages[i]);
         cr_expect(strcasestr(text, "warning") == NULL, "man -l %s warns:\n%s", man_pages[i], text);
     }
+}
+
+Test(install, installed_mmrun_finds_its_preload)
+{
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    /* An instrumented preload cannot go into an uninstrumented program. */
+    cr_skip_test("a sanitizer build: mmrun's preload is checked by the plain build");
+#endif
+    /* The warning comes from the preload inside the program: seeing it
+     * proves mmrun found the installed library and the program loaded it. */
+    char cmd[1024], out[4096];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && usr/bin/mmrun --socket \"$PWD/none.sock\" -- /bin/echo ran 2>&1", prefix);
+    int rc = run(cmd, out, sizeof out);
+    cr_expect_eq(rc, 0, "mmrun /bin/echo failed:\n%s", out);
+    cr_expect(strstr(out, "no mm daemon at") != NULL, "no warning from the preload:\n%s", out);
+    cr_expect(strstr(out, "ran\n") != NULL, "the program did not run:\n%s", out);
 }
 
 Test(install, find_package_links_and_runs)

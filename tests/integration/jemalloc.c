@@ -499,3 +499,55 @@ Test(jemalloc, demo_command_line)
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1, "no daemon: 1 (%#x)", status);
     free(out);
 }
+
+Test(jemalloc, an_adopted_automatic_arena_serves_new_extents_from_frames)
+{
+    start_daemon("512M");
+    /* An extent arena 0 made before adoption: it stays with the old hooks. */
+    void *before = mallocx(2 * MiB, ARENA_FLAGS(0));
+    cr_assert_not_null(before);
+    memset(before, 0x11, 2 * MiB);
+
+    mm_client_opts_t o;
+    mm_client_opts_init(&o);
+    o.name = "adopted";
+    o.max_bytes = 128 * MiB;
+    mm_client_t *c = NULL;
+    cr_assert_eq(mm_jemalloc_open(daemon_.sock, &o, &c), 0);
+    cr_assert_eq(mm_jemalloc_adopt(c, 100000), -EINVAL, "only automatic arenas");
+    cr_assert_eq(mm_jemalloc_adopt(NULL, 0), -EINVAL);
+    cr_assert_eq(mm_jemalloc_adopt(c, 0), 0);
+    cr_assert_eq(mm_jemalloc_adopt(c, 0), -EBUSY, "once");
+    unsigned other = 0;
+    cr_assert_eq(mm_jemalloc_arena(c, &other), 0, "the adopted arena is the client's");
+    cr_assert_eq(other, 0);
+
+    /* jemalloc first reuses what it retained from the old hooks (with
+     * opt.retain, a growth's unused tail: under 2 MiB here), then grows
+     * through the new ones. */
+    void *v[24];
+    fill(0, v, 24, 1 * MiB, 3);
+    size_t in_region = 0;
+    for (size_t i = 0; i < 24; i++)
+        in_region += inside(c, v[i], MiB);
+    cr_assert_geq(in_region, 20, "new values are in the region (%zu of 24)", in_region);
+    cr_assert(!inside(c, before, 2 * MiB));
+    uint64_t full = resident(c);
+    cr_assert_geq(full, 20 * MiB);
+
+    /* Free the earlier extent and half the new ones: both kinds go back
+     * through their own hooks, and a purge gives the frames back. */
+    dallocx(before, MALLOCX_TCACHE_NONE);
+    drop_all(v, 12);
+    cr_assert_geq(mm_jemalloc_purge(), 0);
+    uint64_t after = resident(c);
+    cr_assert_leq(after + 6 * MiB, full, "frames came back: %llu -> %llu", (unsigned long long)full,
+                  (unsigned long long)after);
+    cr_assert_eq(damaged(v + 12, 12, MiB, 15), 0, "the rest is intact");
+    mm_jemalloc_stats_t st;
+    cr_assert_eq(mm_jemalloc_stats(&st), 0);
+    cr_assert_eq(st.hook_errors, 0, "no extent of the old hooks reached libmm");
+    cr_assert_eq(st.fallback_allocs, 0, "the host granted every frame asked for");
+    drop_all(v + 12, 12);
+    /* An adopted arena is never destroyed: the client stays open. */
+}

@@ -287,3 +287,114 @@ Test(metrics, bad_arguments_are_refused)
     const char *extra[] = {"metrics", "more", NULL};
     cr_assert_eq(mm__bench_ctl(&daemon_, extra, NULL), -EIO);
 }
+
+/* Revocation handler for the ladder test: gives back the chunks in arg. */
+static void *ladder_chunks[4];
+static uint64_t give_chunks(mm_client_t *c, const mm_revoke_request_t *req, void *arg)
+{
+    (void)req, (void)arg;
+    uint64_t given = 0;
+    for (size_t i = 1; i < 4; i++)
+        if (ladder_chunks[i] && mm_free(c, ladder_chunks[i], CHUNK) == 0) {
+            ladder_chunks[i] = NULL;
+            given += CHUNK;
+        }
+    return given;
+}
+
+/* The step's entry in status's "ladder", or NULL. */
+static json_t *ladder_step(json_t *st, const char *step)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(json_object_get(st, "ladder"), i, o)
+    {
+        if (strcmp(json_string_value(json_object_get(o, "step")), step) == 0)
+            return o;
+    }
+    return NULL;
+}
+
+Test(metrics, ladder_steps_have_latency_histograms)
+{
+    start_daemon("512M");
+    mm_client_opts_t o;
+    mm_client_opts_init(&o);
+    o.name = "giver";
+    o.max_bytes = 32 << 20;
+    o.flags = MM_CLIENT_THREAD;
+    o.on_revoke = give_chunks;
+    mm_client_t *a = NULL;
+    cr_assert_eq(mm_client_open(daemon_.sock, &o, &a), 0);
+    alloc_chunks(a, 4, ladder_chunks);
+
+    /* Step 1 has nothing to take (every chunk is used), so the admin's
+     * reclaim becomes a revocation (step 3), whose answer frees three
+     * chunks that step 1 then takes. */
+    const char *reclaim[] = {"reclaim", "giver", "6M", NULL};
+    cr_assert_eq(mm__bench_ctl(&daemon_, reclaim, NULL), 0);
+    json_t *st = NULL;
+    for (int tries = 0; tries < 100; tries++) {
+        cr_assert_eq(mm__bench_ctl_status(&daemon_, &st), 0);
+        json_t *rev = ladder_step(st, "revocation");
+        if (rev && mm__bench_json_u64(rev, "count") > 0)
+            break;
+        json_decref(st);
+        st = NULL;
+        sleep_ms(50);
+    }
+    cr_assert_not_null(st, "the revocation was answered");
+    cr_assert_eq(json_array_size(json_object_get(st, "ladder")), 5, "five steps");
+    json_t *freed = ladder_step(st, "free");
+    cr_assert_geq(mm__bench_json_u64(freed, "count"), 1, "step 1 ran");
+    cr_assert_geq(mm__bench_json_u64(freed, "bytes"), 3 * CHUNK, "and took the freed chunks");
+    cr_assert_eq(mm__bench_json_u64(ladder_step(st, "revocation"), "bytes"), 3 * CHUNK);
+    cr_assert_eq(mm__bench_json_u64(ladder_step(st, "host_paging"), "count"), 0);
+    cr_assert_eq(mm__bench_json_u64(ladder_step(st, "freeze"), "count"), 0);
+
+    char *text = NULL;
+    const char *args[] = {"metrics", NULL};
+    cr_assert_eq(mm__bench_ctl(&daemon_, args, &text), 0, "mmctl metrics");
+    json_t *parsed = parse_exposition(text);
+    free(text);
+    const char *fam = "mm_ladder_step_duration_seconds";
+    cr_assert_str_eq(family_type(parsed, fam), "histogram");
+    cr_assert_str_eq(family_type(parsed, "mm_ladder_reclaimed_bytes"), "counter");
+    static const char *const steps[] = {"free", "discardable", "revocation", "host_paging",
+                                        "freeze"};
+    for (size_t s = 0; s < 5; s++) {
+        /* Samples may change between the two replies: compare within one. */
+        double count = sample(parsed, fam, "mm_ladder_step_duration_seconds_count", "step",
+                              steps[s], NULL, NULL);
+        cr_assert(!isnan(count), "%s has a count", steps[s]);
+        double inf = sample(parsed, fam, "mm_ladder_step_duration_seconds_bucket", "step", steps[s],
+                            "le", "+Inf");
+        cr_assert_eq(inf, count, "%s: the +Inf bucket holds every observation", steps[s]);
+        double sum = sample(parsed, fam, "mm_ladder_step_duration_seconds_sum", "step", steps[s],
+                            NULL, NULL);
+        cr_assert(sum >= 0.0, "%s has a sum", steps[s]);
+        /* Buckets are cumulative: never decreasing in le. */
+        double prev = 0.0;
+        const char *bounds[] = {"0.0001", "0.001", "0.01", "0.1", "1", "10"};
+        for (size_t b = 0; b < 6; b++) {
+            double v = sample(parsed, fam, "mm_ladder_step_duration_seconds_bucket", "step",
+                              steps[s], "le", bounds[b]);
+            cr_assert(!isnan(v), "%s has bucket le=%s", steps[s], bounds[b]);
+            cr_assert_geq(v, prev, "%s: buckets are cumulative", steps[s]);
+            prev = v;
+        }
+        cr_assert_leq(prev, count);
+        cr_assert(!isnan(sample(parsed, "mm_ladder_reclaimed_bytes",
+                                "mm_ladder_reclaimed_bytes_total", "step", steps[s], NULL, NULL)),
+                  "%s has a bytes counter", steps[s]);
+    }
+    cr_assert_geq(sample(parsed, fam, "mm_ladder_step_duration_seconds_count", "step", "revocation",
+                         NULL, NULL),
+                  1.0);
+    cr_assert_geq(sample(parsed, "mm_ladder_reclaimed_bytes", "mm_ladder_reclaimed_bytes_total",
+                         "step", "free", NULL, NULL),
+                  (double)(3 * CHUNK));
+    json_decref(parsed);
+    json_decref(st);
+    mm_client_close(a);
+}

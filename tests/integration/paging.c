@@ -108,6 +108,10 @@ Test(paging, an_uncooperative_client_is_paged_out_and_loses_nothing)
                 (double)(mm__bench_now_ns() - t0) / 1e6);
     cr_assert_geq(client_field(id, "missed_deadlines"), 1);
     cr_assert_geq(client_field(id, "paged_bytes"), 90 * MIB);
+    /* Step 4's histogram counts its batches and the bytes they wrote. */
+    cr_assert_geq(ladder_field("host_paging", "count"), 1);
+    cr_assert_geq(ladder_field("host_paging", "bytes"), client_field(id, "paged_out_bytes"));
+    cr_assert_eq(ladder_field("freeze", "count"), 0);
     stop_hold_intact(); /* reads all 160 MiB: every page faults back */
 }
 
@@ -186,6 +190,9 @@ Test(paging, a_client_without_userfaultfd_is_frozen_paged_and_thawed)
     cr_assert_eq(client_field(id, "frozen"), 1);
     cr_assert_eq(proc_state(hold_.pid), 'T', "the client is stopped while its pages are out");
     cr_assert_geq(client_field(id, "paged_bytes"), 70 * MIB);
+    cr_assert_geq(ladder_field("freeze", "count"), 1, "step 5 is counted as such");
+    cr_assert_geq(ladder_field("freeze", "bytes"), 70 * MIB);
+    cr_assert_eq(ladder_field("host_paging", "count"), 0);
     set_capacity("256M");
     cr_assert(wait_field(id, "frozen", 0, false, 5000), "thawed once memory is granted again");
     cr_assert_eq(client_field(id, "paged_bytes"), 0, "every page was put back");

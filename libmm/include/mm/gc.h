@@ -28,14 +28,17 @@
  *
  * When libgc's heap must grow, the mmap hook asks the host (mm_alloc installs
  * reclaimed chunks; the daemon answers at once) and only if the host says no
- * does libgc see out-of-memory (MAP_FAILED, ENOMEM). The hook never waits or
- * retries while libgc holds its allocation lock.
+ * does libgc see out-of-memory (MAP_FAILED, ENOMEM), or with MM_GC_FALLBACK
+ * ordinary memory. The hook never waits or retries while libgc holds its
+ * allocation lock.
  *
  * Fork: the region is mapped MADV_DONTFORK, so a child of fork() has no GC
  * heap at all. The library detaches in the child (its mmap/madvise pass
  * through to the C library), but libgc's own state still points into the
  * missing heap: a forked child must not use the GC or touch GC objects; it may
  * only exec() or _exit(). Parent and child therefore never share one heap.
+ * (mmrun's preload puts a private copy of the region at its address in the
+ * child first, so that a child there may go on using the GC.)
  *
  * One GC client or frame source per process. Thread safety: mm_gc_stats() and
  * mm_gc_shrink() may be called from any thread registered with the GC
@@ -46,6 +49,7 @@
 #define MM_GC_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <mm/mm.h>
 
@@ -65,6 +69,12 @@ enum mm_gc_flags {
      * a thread registered with the GC — or never (an uncooperative runtime,
      * for tests and benchmarks). Without it, MM_CLIENT_THREAD is implied. */
     MM_GC_NO_THREAD = 1u << 30,
+    /* In opts->flags: when the client's frames cannot serve a heap section
+     * (the region is full or the host grants nothing), take it from the C
+     * library's mmap instead of failing libgc's allocation. For programs
+     * that never expected mm (mmrun): such sections are ordinary memory the
+     * host can neither see in the region nor take back. */
+    MM_GC_FALLBACK = 1u << 29,
 };
 
 typedef struct mm_gc_stats {
@@ -127,6 +137,22 @@ MM_GC_EXPORT int mm_gc_open_source(const mm_frame_source_t *source);
  * be touched and no collection will run again (usually never; process exit
  * is enough). */
 MM_GC_EXPORT void mm_gc_close(void);
+
+/*
+ * The bodies of the library's mmap() and madvise(), for a library that
+ * interposes on them itself and loads this one later with dlopen(RTLD_LOCAL)
+ * (mmrun's preload: its own definitions are the ones ahead of the C
+ * library). caller is the return address of the original call. Returns 1
+ * when the call was libgc's and the library took it, with what mmap or
+ * madvise returns in *result (errno set on failure); 0 when it is not the
+ * library's (any other caller, any other kind of call, nothing attached, a
+ * forked child, or a refusal under MM_GC_FALLBACK): the caller then passes
+ * the call on to the next definition itself. Any thread.
+ */
+MM_GC_EXPORT int mm_gc_mmap_hook(const void *caller, void *addr, size_t len, int prot, int flags,
+                                 int fd, off_t off, void **result);
+MM_GC_EXPORT int mm_gc_madvise_hook(const void *caller, void *addr, size_t len, int advice,
+                                    int *result);
 
 /* The open GC client, or NULL (also with a caller's source, and in a forked
  * child). */

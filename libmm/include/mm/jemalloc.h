@@ -41,7 +41,10 @@
  * memory. The child must not touch, free or realloc anything allocated from an
  * mm arena before the fork, and must not mallocx() with MALLOCX_ARENA of an mm
  * arena; the mm_jemalloc_* calls answer -ECHILD there. Parent and child never
- * write one heap.
+ * write one heap. An adopted arena (mm_jemalloc_adopt()) differs: its hooks
+ * hand everything in the child to the arena's earlier hooks, so a caller that
+ * puts a private copy of the region at its address in the child (mmrun's
+ * preload does) lets the child go on using its heap.
  *
  * Thread safety: every call may be made from any thread. mm_jemalloc_close()
  * must not run concurrently with other calls for the same client, nor
@@ -87,6 +90,23 @@ MM_JE_EXPORT int mm_jemalloc_open(const char *socket_path, const mm_client_opts_
  * MM_JEMALLOC_MAX_CLIENTS arenas exist, -ECHILD in a forked child.
  */
 MM_JE_EXPORT int mm_jemalloc_arena(mm_client_t *client, unsigned *arena_index);
+
+/*
+ * Adopt an automatic arena (index below opt.narenas, e.g. 0) of a program
+ * that never asked for mm: its extent hooks become the library's, so that its
+ * new extents are runs of client's frames and a revocation purges it. client
+ * comes from mm_jemalloc_open() and has no arena yet. The arena keeps the
+ * extents it made before (and every one the frames cannot serve: the host
+ * granted nothing, a placement at a given address, a forked child): the
+ * library hands those to the hooks the arena had, so that the program's
+ * malloc never fails for want of frames. Arena metadata stays in private
+ * memory. An adopted arena is never destroyed: mm_jemalloc_close() leaves
+ * the client open (the arena keeps using it until exit). Returns 0, or
+ * -EINVAL (no such client or not an automatic arena), -EBUSY (the client has
+ * an arena), -ECHILD (in a forked child), -ENOTSUP (the arena has no alloc
+ * hook to fall back on), or mallctl's error; on failure nothing changed.
+ */
+MM_JE_EXPORT int mm_jemalloc_adopt(mm_client_t *client, unsigned arena_index);
 
 /*
  * Create an mm arena whose extents come from a caller's frame source rather
@@ -163,6 +183,7 @@ typedef struct mm_jemalloc_stats {
     uint64_t last_purge_ns;    /* duration of the latest purge */
     uint64_t last_asked_bytes; /* the latest revocation: bytes asked */
     uint64_t last_given_bytes; /* and bytes acknowledged (may be less) */
+    uint64_t fallback_allocs;  /* adopted arenas: extents the earlier hooks made */
 } mm_jemalloc_stats_t;
 
 /* Fill *out (zeroed first). -ECHILD in a forked child. */
