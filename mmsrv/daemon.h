@@ -93,6 +93,7 @@ typedef struct mm_host_client {
     uint64_t revoke_deadline_ns;
     uint64_t revoke_resident_at_post; /* st_blocks when it was asked */
     uint64_t last_answer_ns;          /* how long the last answered request took */
+    uint64_t progress_ns;             /* last seen giving memory back (or asked) */
     bool revoke_pending;
     bool revoke_missed; /* the last request lapsed unanswered */
     bool revoke_empty;  /* it last answered "nothing", and holds the same since */

@@ -29,6 +29,10 @@
 /* Revocation deadline: 250 ms plus 2 ms per MiB asked (2.3 s for 1 GiB). */
 #define REVOKE_BASE_NS    250000000ull
 #define REVOKE_NS_PER_MIB 2000000ull
+/* A client that missed its deadline is forced only once it has given nothing
+ * back for this long: a guest swapping on a loaded host frees in bursts, one
+ * durable batch at a time, and freezing it mid-answer helps nobody. */
+#define FORCE_STALL_NS 1000000000ull
 
 typedef struct reclaim_job {
     mm_ladder_t *ladder;
@@ -436,6 +440,7 @@ static void post_revocation(mm_host_client_t *c, uint64_t bytes, uint32_t reason
     c->revoke_seq++;
     c->revoke_bytes = bytes;
     c->revoke_posted_ns = now;
+    c->progress_ns = now;
     mm__refresh_resident(c);
     c->revoke_resident_at_post = c->resident_bytes;
     c->revoke_deadline_ns = now + REVOKE_BASE_NS + (bytes >> 20) * REVOKE_NS_PER_MIB;
@@ -684,13 +689,15 @@ static void force_revocation(mm_server_t *s)
         mm__paging_tick(s, c);
         if (!c->revoke_missed)
             continue;
-        /* A client still giving memory back since the last look is late,
-         * not unwilling: it is left to finish (a guest swapping takes
-         * longer on a loaded host than the deadline allows). */
+        /* A client still giving memory back is late, not unwilling: it is
+         * left to finish until it stalls (FORCE_STALL_NS). Drops caused by
+         * our own paging or freezing are not its progress. */
         uint64_t before = c->resident_bytes;
+        uint64_t now = mm__now_ns();
         mm__refresh_resident(c);
-        bool progress = c->resident_bytes < before && !c->frozen && c->paged_out_total == 0;
-        if (progress || held_of(c) <= c->target_bytes)
+        if (c->resident_bytes < before && !c->frozen && c->paged_out_total == 0)
+            c->progress_ns = now;
+        if (now - c->progress_ns < FORCE_STALL_NS || held_of(c) <= c->target_bytes)
             continue;
         if (mm__paging_force(s, c, held_of(c) - c->target_bytes) > 0)
             mm__policy_update(s);
