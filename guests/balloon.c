@@ -124,11 +124,10 @@ static uint64_t leak(mm_guest_t *g, uint64_t num)
 
 static int64_t balloon_step(mm_guest_t *g)
 {
-    mm_client_stats_t st;
-    if (mm_client_stats(g->client, &st) < 0)
+    int64_t target = mm__driver_target(g);
+    if (target < 0)
         return -1;
-    uint64_t keep = st.target_bytes && st.target_bytes < g->opts.ram_bytes ? st.target_bytes
-                                                                           : g->opts.ram_bytes;
+    uint64_t keep = (uint64_t)target;
     pthread_mutex_lock(&g->drv.lock);
     uint64_t have = g->drv.npfns, met = g->drv.met_target;
     pthread_mutex_unlock(&g->drv.lock);

@@ -110,6 +110,16 @@ void mm__driver_stop(mm_guest_t *g)
     }
 }
 
+int64_t mm__driver_target(mm_guest_t *g)
+{
+    mm_client_stats_t st;
+    int err = mm_client_stats(g->client, &st);
+    if (err < 0)
+        return err;
+    return (int64_t)(st.target_bytes && st.target_bytes < g->opts.ram_bytes ? st.target_bytes
+                                                                            : g->opts.ram_bytes);
+}
+
 int mm__driver_call(mm_guest_t *g, mm_msg_hdr_t *req, uint64_t *done)
 {
     union {

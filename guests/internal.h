@@ -135,6 +135,10 @@ void mm__driver_fini(mm_guest_t *g);
 int mm__driver_start(mm_guest_t *g);
 void mm__driver_stop(mm_guest_t *g);
 void mm__driver_kick(mm_guest_t *g);
+/* The size the host asks the guest to keep (balloon) or have plugged
+ * (virtio-mem): its target, or all its RAM while none is set. -errno when the
+ * guest's client cannot be read. */
+int64_t mm__driver_target(mm_guest_t *g);
 /* One request to the host, timed into driver_msg_ns. 0 or -errno. */
 int mm__driver_call(mm_guest_t *g, mm_msg_hdr_t *req, uint64_t *done);
 /* balloon.c: deflate on OOM (256 pages); returns the bytes given back. */

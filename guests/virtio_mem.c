@@ -167,12 +167,10 @@ static int plug_one(mm_guest_t *g)
 
 static int64_t vmem_step(mm_guest_t *g)
 {
-    mm_client_stats_t st;
-    if (mm_client_stats(g->client, &st) < 0)
+    int64_t target = mm__driver_target(g);
+    if (target < 0)
         return -1;
-    uint64_t requested = st.target_bytes && st.target_bytes < g->opts.ram_bytes ? st.target_bytes
-                                                                                : g->opts.ram_bytes;
-    requested &= ~(uint64_t)(MM_CHUNK_SIZE - 1);
+    uint64_t requested = (uint64_t)target & ~(uint64_t)(MM_CHUNK_SIZE - 1);
     uint64_t plugged = g->opts.ram_bytes - g->drv.unplugged_blocks * MM_CHUNK_SIZE;
     int err = 0;
     if (plugged > requested)

@@ -43,34 +43,6 @@ static void teardown(void)
 
 TestSuite(baselines, .fini = teardown, .timeout = 120);
 
-static uint64_t word(uint64_t page, uint64_t i, uint64_t seed)
-{
-    return (page * 0x9e3779b97f4a7c15ull) ^ (i * 0xbf58476d1ce4e5b9ull) ^ seed;
-}
-
-static void fill(uint8_t *p, uint64_t bytes, uint64_t seed)
-{
-    for (uint64_t pg = 0; pg < bytes / PAGE; pg++) {
-        uint64_t *w = (uint64_t *)(p + pg * PAGE);
-        for (uint64_t i = 0; i < PAGE / 8; i += 8)
-            w[i] = word(pg, i, seed);
-    }
-}
-
-static uint64_t bad_pages(const uint8_t *p, uint64_t bytes, uint64_t seed)
-{
-    uint64_t bad = 0;
-    for (uint64_t pg = 0; pg < bytes / PAGE; pg++) {
-        const uint64_t *w = (const uint64_t *)(p + pg * PAGE);
-        for (uint64_t i = 0; i < PAGE / 8; i += 8)
-            if (w[i] != word(pg, i, seed)) {
-                bad++;
-                break;
-            }
-    }
-    return bad;
-}
-
 /* A guest "g" of driver on a fresh daemon; swap, cache and disk optional. */
 static void open_guest(mm_guest_driver_t driver, uint64_t ram, uint64_t swap, uint64_t cache,
                        uint64_t disk)
@@ -90,7 +62,7 @@ static void open_guest(mm_guest_driver_t driver, uint64_t ram, uint64_t swap, ui
         cr_assert_geq(fd, 0);
         uint8_t *buf = malloc(MIB);
         for (uint64_t off = 0; off < disk; off += MIB) {
-            fill(buf, MIB, 77 + off / MIB);
+            pattern_fill(buf, MIB, 77 + off / MIB);
             cr_assert_eq(pwrite(fd, buf, MIB, (off_t)off), (ssize_t)MIB);
         }
         free(buf);
@@ -143,9 +115,9 @@ Test(baselines, balloon_reaches_a_lowered_size_and_a_raised_one)
     open_guest(MM_GUEST_DRIVER_BALLOON, 64 * MIB, 0, 0, 0);
     uint8_t *p, *q;
     cr_assert_eq(mm__guest_anon_alloc(guest, 24 * MIB, (void **)&p), 0);
-    fill(p, 24 * MIB, 1);
+    pattern_fill(p, 24 * MIB, 1);
     cr_assert_eq(mm__guest_anon_alloc(guest, 24 * MIB, (void **)&q), 0);
-    fill(q, 24 * MIB, 2);
+    pattern_fill(q, 24 * MIB, 2);
     cr_assert_eq(mm__guest_anon_free(guest, q, 24 * MIB), 0);
     /* Freed memory stays resident in a VM: only the driver gives it back. */
     cr_assert_geq(stats().resident_bytes, 48 * MIB);
@@ -158,15 +130,15 @@ Test(baselines, balloon_reaches_a_lowered_size_and_a_raised_one)
     uint32_t id = client_id_by_name("g");
     cr_assert_eq(client_field(id, "balloon_bytes"), 32 * MIB, "the host's count agrees");
     cr_assert_eq(client_field(id, "reclaimed_bytes"), 0, "the host took nothing by itself");
-    cr_assert_eq(bad_pages(p, 24 * MIB, 1), 0);
+    cr_assert_eq(pattern_bad_pages(p, 24 * MIB, 1), 0);
 
     cr_assert_eq(ask("balloon", "64M"), 0);
     cr_assert(WAIT_FOR(stats().balloon_bytes == 0, 10000), "the balloon deflates");
     cr_assert(WAIT_FOR(client_field(id, "balloon_bytes") == 0, 5000));
     cr_assert_eq(mm__guest_anon_alloc(guest, 32 * MIB, (void **)&q), 0, "its pages are usable");
-    fill(q, 32 * MIB, 3);
-    cr_assert_eq(bad_pages(q, 32 * MIB, 3), 0);
-    cr_assert_eq(bad_pages(p, 24 * MIB, 1), 0);
+    pattern_fill(q, 32 * MIB, 3);
+    cr_assert_eq(pattern_bad_pages(q, 32 * MIB, 3), 0);
+    cr_assert_eq(pattern_bad_pages(p, 24 * MIB, 1), 0);
 }
 
 Test(baselines, balloon_inflation_drops_cache_then_swaps_and_swapped_data_comes_back)
@@ -177,7 +149,7 @@ Test(baselines, balloon_inflation_drops_cache_then_swaps_and_swapped_data_comes_
         cr_assert_eq(mm__guest_disk_read(guest, b, block), 0);
     uint8_t *p;
     cr_assert_eq(mm__guest_anon_alloc(guest, 32 * MIB, (void **)&p), 0);
-    fill(p, 32 * MIB, 4);
+    pattern_fill(p, 32 * MIB, 4);
     mm_guest_stats_t s = stats();
     cr_assert_geq(s.cache_bytes, 14 * MIB);
     uint32_t id = client_id_by_name("g");
@@ -199,7 +171,7 @@ Test(baselines, balloon_inflation_drops_cache_then_swaps_and_swapped_data_comes_
 
     cr_assert_eq(ask("balloon", "64M"), 0);
     cr_assert(WAIT_FOR(stats().balloon_bytes == 0, 10000));
-    cr_assert_eq(bad_pages(p, 32 * MIB, 4), 0, "swapped data comes back intact");
+    cr_assert_eq(pattern_bad_pages(p, 32 * MIB, 4), 0, "swapped data comes back intact");
     s = stats();
     cr_assert_gt(s.swap_in_bytes, 0);
     cr_assert_eq(s.swap_errors, 0);
@@ -217,7 +189,7 @@ Test(baselines, balloon_deflates_on_oom)
     for (int i = 0; i < 128; i++) {
         int err = mm__guest_anon_alloc(guest, 64 << 10, (void **)&pages[i]);
         cr_assert_eq(err, 0, "allocation %d: %s", i, mm_strerror(err));
-        fill(pages[i], 64 << 10, 10 + (uint64_t)i);
+        pattern_fill(pages[i], 64 << 10, 10 + (uint64_t)i);
     }
     mm_guest_stats_t s = stats();
     cr_assert_geq(s.oom_deflates, 1);
@@ -227,7 +199,7 @@ Test(baselines, balloon_deflates_on_oom)
     sleep_ms(300);
     cr_assert_eq(stats().balloon_bytes, s.balloon_bytes);
     for (int i = 0; i < 128; i++)
-        cr_assert_eq(bad_pages(pages[i], 64 << 10, 10 + (uint64_t)i), 0);
+        cr_assert_eq(pattern_bad_pages(pages[i], 64 << 10, 10 + (uint64_t)i), 0);
 }
 
 /* ---- free page reporting ---------------------------------------------------- */
@@ -238,10 +210,10 @@ Test(baselines, fpr_reports_only_whole_2mib_blocks_and_waits_2s)
     sleep_ms(2500); /* past the first pass, 2 s after the device came up */
     uint8_t *a, *b;
     cr_assert_eq(mm__guest_anon_alloc(guest, 16 * MIB, (void **)&a), 0);
-    fill(a, 16 * MIB, 5);
+    pattern_fill(a, 16 * MIB, 5);
     /* A block left with 64 KiB in use. */
     cr_assert_eq(mm__guest_anon_alloc_aligned(guest, 2 * MIB, 2 * MIB, (void **)&b), 0);
-    fill(b, 2 * MIB, 6);
+    pattern_fill(b, 2 * MIB, 6);
     int64_t b_off = mm__guest_anon_frame(guest, b);
     cr_assert_geq(b_off, 0);
     uint64_t block_off = (uint64_t)b_off & ~(uint64_t)(MM_CHUNK_SIZE - 1);
@@ -258,13 +230,13 @@ Test(baselines, fpr_reports_only_whole_2mib_blocks_and_waits_2s)
     int fd = mm_client_region_fd(mm__guest_client(guest));
     cr_assert_eq(mm__range_has_data(fd, block_off + (64 << 10), MM_CHUNK_SIZE - (64 << 10)), 1,
                  "its free frames stay resident");
-    cr_assert_eq(bad_pages(b, 64 << 10, 6), 0);
+    cr_assert_eq(pattern_bad_pages(b, 64 << 10, 6), 0);
 
     /* Raised again: the reported blocks are the guest's to use. */
     cr_assert_eq(mm__guest_anon_alloc(guest, 16 * MIB, (void **)&a), 0);
-    fill(a, 16 * MIB, 7);
+    pattern_fill(a, 16 * MIB, 7);
     cr_assert_geq(stats().resident_bytes, resident - 2 * MIB);
-    cr_assert_eq(bad_pages(a, 16 * MIB, 7), 0);
+    cr_assert_eq(pattern_bad_pages(a, 16 * MIB, 7), 0);
 }
 
 /* ---- virtio-mem ------------------------------------------------------------- */
@@ -275,7 +247,7 @@ Test(baselines, virtio_mem_moves_used_frames_and_keeps_their_contents)
     uint8_t *lo, *hi;
     cr_assert_eq(mm__guest_anon_alloc(guest, 12 * MIB, (void **)&lo), 0);
     cr_assert_eq(mm__guest_anon_alloc(guest, 12 * MIB, (void **)&hi), 0);
-    fill(hi, 12 * MIB, 8);
+    pattern_fill(hi, 12 * MIB, 8);
     cr_assert_eq(mm__guest_anon_free(guest, lo, 12 * MIB), 0);
     bool above = false;
     for (uint64_t off = 0; off < 12 * MIB; off += 64 << 10)
@@ -291,7 +263,7 @@ Test(baselines, virtio_mem_moves_used_frames_and_keeps_their_contents)
     cr_assert_eq(s.swap_out_bytes, 0);
     for (uint64_t off = 0; off < 12 * MIB; off += 64 << 10)
         cr_assert_lt(mm__guest_anon_frame(guest, hi + off), (int64_t)(16 * MIB));
-    cr_assert_eq(bad_pages(hi, 12 * MIB, 8), 0, "moved frames keep their contents");
+    cr_assert_eq(pattern_bad_pages(hi, 12 * MIB, 8), 0, "moved frames keep their contents");
     cr_assert_eq(client_field(client_id_by_name("g"), "plugged_bytes"), 16 * MIB);
 
     cr_assert_eq(ask("virtio-mem", "32M"), 0);
@@ -301,11 +273,11 @@ Test(baselines, virtio_mem_moves_used_frames_and_keeps_their_contents)
     for (int i = 0; i < 2; i++) {
         int err = mm__guest_anon_alloc(guest, 8 * MIB, (void **)&more[i]);
         cr_assert_eq(err, 0, "plugged memory is usable: %s", mm_strerror(err));
-        fill(more[i], 8 * MIB, 20 + (uint64_t)i);
+        pattern_fill(more[i], 8 * MIB, 20 + (uint64_t)i);
     }
     for (int i = 0; i < 2; i++)
-        cr_assert_eq(bad_pages(more[i], 8 * MIB, 20 + (uint64_t)i), 0);
-    cr_assert_eq(bad_pages(hi, 12 * MIB, 8), 0);
+        cr_assert_eq(pattern_bad_pages(more[i], 8 * MIB, 20 + (uint64_t)i), 0);
+    cr_assert_eq(pattern_bad_pages(hi, 12 * MIB, 8), 0);
 }
 
 Test(baselines, virtio_mem_refuses_a_size_not_in_whole_blocks)
@@ -323,7 +295,7 @@ Test(baselines, the_host_takes_nothing_from_a_baseline_guest_by_itself)
     open_guest(MM_GUEST_DRIVER_BALLOON, 32 * MIB, 0, 0, 0);
     uint8_t *p;
     cr_assert_eq(mm__guest_anon_alloc(guest, 16 * MIB, (void **)&p), 0);
-    fill(p, 16 * MIB, 11);
+    pattern_fill(p, 16 * MIB, 11);
     cr_assert_eq(mm__guest_anon_free(guest, p, 16 * MIB), 0); /* whole free chunks */
     uint64_t resident = stats().resident_bytes;
     set_capacity("8M");

@@ -164,3 +164,31 @@ mm_frame_source_t counting_source(counting_source_t *cs, mm_client_t *c)
         .arg = cs,
     };
 }
+
+uint64_t pattern_word(uint64_t page, uint64_t i, uint64_t seed)
+{
+    return (page * 0x9e3779b97f4a7c15ull) ^ (i * 0xbf58476d1ce4e5b9ull) ^ seed;
+}
+
+void pattern_fill(uint8_t *p, uint64_t bytes, uint64_t seed)
+{
+    for (uint64_t pg = 0; pg < bytes / 4096; pg++) {
+        uint64_t *w = (uint64_t *)(p + pg * 4096);
+        for (uint64_t i = 0; i < 4096 / 8; i += 8)
+            w[i] = pattern_word(pg, i, seed);
+    }
+}
+
+uint64_t pattern_bad_pages(const uint8_t *p, uint64_t bytes, uint64_t seed)
+{
+    uint64_t bad = 0;
+    for (uint64_t pg = 0; pg < bytes / 4096; pg++) {
+        const uint64_t *w = (const uint64_t *)(p + pg * 4096);
+        for (uint64_t i = 0; i < 4096 / 8; i += 8)
+            if (w[i] != pattern_word(pg, i, seed)) {
+                bad++;
+                break;
+            }
+    }
+    return bad;
+}

@@ -54,4 +54,11 @@ typedef struct counting_source {
  * expected) and return the source whose arg is cs. */
 mm_frame_source_t counting_source(counting_source_t *cs, mm_client_t *c);
 
+/* A checksummed pattern, one word in eight of every 4 KiB page, that
+ * depends on the page's index and a seed: fill writes it, bad_pages counts
+ * the pages where it is not intact. */
+uint64_t pattern_word(uint64_t page, uint64_t i, uint64_t seed);
+void pattern_fill(uint8_t *p, uint64_t bytes, uint64_t seed);
+uint64_t pattern_bad_pages(const uint8_t *p, uint64_t bytes, uint64_t seed);
+
 #endif /* MM_TEST_COMMON_H */

@@ -39,34 +39,6 @@ static void skip_without_uffd(void)
         cr_skip_test("the guest model needs a full userfaultfd (root or /dev/userfaultfd)");
 }
 
-static uint64_t word(uint64_t page, uint64_t i, uint64_t seed)
-{
-    return (page * 0x9e3779b97f4a7c15ull) ^ (i * 0xbf58476d1ce4e5b9ull) ^ seed;
-}
-
-static void fill(uint8_t *p, uint64_t bytes, uint64_t seed)
-{
-    for (uint64_t pg = 0; pg < bytes / PAGE; pg++) {
-        uint64_t *w = (uint64_t *)(p + pg * PAGE);
-        for (uint64_t i = 0; i < PAGE / 8; i += 8)
-            w[i] = word(pg, i, seed);
-    }
-}
-
-static uint64_t bad_pages(const uint8_t *p, uint64_t bytes, uint64_t seed)
-{
-    uint64_t bad = 0;
-    for (uint64_t pg = 0; pg < bytes / PAGE; pg++) {
-        const uint64_t *w = (const uint64_t *)(p + pg * PAGE);
-        for (uint64_t i = 0; i < PAGE / 8; i += 8)
-            if (w[i] != word(pg, i, seed)) {
-                bad++;
-                break;
-            }
-    }
-    return bad;
-}
-
 static void open_guest(uint64_t ram, uint64_t swap, uint64_t cache, uint64_t disk)
 {
     skip_without_uffd();
@@ -84,7 +56,7 @@ static void open_guest(uint64_t ram, uint64_t swap, uint64_t cache, uint64_t dis
         cr_assert_geq(fd, 0);
         uint8_t *buf = malloc(MIB);
         for (uint64_t off = 0; off < disk; off += MIB) {
-            fill(buf, MIB, 77 + off / MIB);
+            pattern_fill(buf, MIB, 77 + off / MIB);
             cr_assert_eq(pwrite(fd, buf, MIB, (off_t)off), (ssize_t)MIB);
         }
         free(buf);
@@ -138,7 +110,7 @@ Test(guest, reaches_a_lowered_target_and_a_raised_one)
     open_guest(64 * MIB, 64 * MIB, 0, 0);
     uint8_t *p;
     cr_assert_eq(mm__guest_anon_alloc(guest, 48 * MIB, (void **)&p), 0);
-    fill(p, 48 * MIB, 1);
+    pattern_fill(p, 48 * MIB, 1);
     cr_assert_geq(stats().resident_bytes, 48 * MIB);
 
     set_target("16M");
@@ -150,7 +122,7 @@ Test(guest, reaches_a_lowered_target_and_a_raised_one)
 
     set_target("64M");
     sleep_ms(200);
-    cr_assert_eq(bad_pages(p, 48 * MIB, 1), 0, "swapped data comes back intact");
+    cr_assert_eq(pattern_bad_pages(p, 48 * MIB, 1), 0, "swapped data comes back intact");
     s = stats();
     cr_assert_geq(s.resident_bytes, 46 * MIB, "the raised target lets the working set back in");
     cr_assert_geq(s.swap_in_bytes, 30 * MIB);
@@ -167,7 +139,7 @@ Test(guest, drops_cache_before_it_swaps)
         cr_assert_eq(mm__guest_disk_read(guest, b, block), 0);
     uint8_t *p;
     cr_assert_eq(mm__guest_anon_alloc(guest, 24 * MIB, (void **)&p), 0);
-    fill(p, 24 * MIB, 2);
+    pattern_fill(p, 24 * MIB, 2);
     mm_guest_stats_t s = stats();
     cr_assert_geq(s.cache_bytes, 14 * MIB);
 
@@ -185,12 +157,12 @@ Test(guest, drops_cache_before_it_swaps)
     cr_assert_eq(s.cache_bytes, 0);
     cr_assert_gt(s.swap_out_bytes, 0);
     cr_assert_leq(s.last_cache_drop_ns, s.first_swap_ns, "the cache was dropped first");
-    cr_assert_eq(bad_pages(p, 24 * MIB, 2), 0);
+    cr_assert_eq(pattern_bad_pages(p, 24 * MIB, 2), 0);
     /* Reads after the drop come from the disk again, and are right. */
     cr_assert_eq(mm__guest_disk_read(guest, 300, block), 0);
     uint64_t first;
     memcpy(&first, block + (300 % (MIB / PAGE)) * 0, sizeof first);
-    cr_assert_eq(first, word(300 % (MIB / PAGE), 0, 77 + 300 / (MIB / PAGE)));
+    cr_assert_eq(first, pattern_word(300 % (MIB / PAGE), 0, 77 + 300 / (MIB / PAGE)));
 }
 
 Test(guest, a_lowered_target_takes_the_cache_not_the_working_set)
@@ -202,7 +174,7 @@ Test(guest, a_lowered_target_takes_the_cache_not_the_working_set)
         cr_assert_eq(mm__guest_disk_read(guest, b, block), 0);
     uint8_t *p;
     cr_assert_eq(mm__guest_anon_alloc(guest, 24 * MIB, (void **)&p), 0);
-    fill(p, 24 * MIB, 3);
+    pattern_fill(p, 24 * MIB, 3);
     uint64_t before = stats().resident_bytes;
     set_target("28M");
     cr_assert(wait_resident_at_most(28 * MIB, 10000), "resident %lu over a 28 MiB target",
@@ -211,7 +183,7 @@ Test(guest, a_lowered_target_takes_the_cache_not_the_working_set)
     cr_assert_eq(s.swap_out_bytes, 0, "%lu bytes swapped while cache was there",
                  (unsigned long)s.swap_out_bytes);
     cr_assert_geq(s.cache_lost_bytes + s.cache_dropped_bytes, before - 28 * MIB - 2 * MIB);
-    cr_assert_eq(bad_pages(p, 24 * MIB, 3), 0);
+    cr_assert_eq(pattern_bad_pages(p, 24 * MIB, 3), 0);
 }
 
 typedef struct writer {
@@ -296,8 +268,8 @@ Test(guest, a_full_swap_device_leaves_the_data_in_memory)
     open_guest(64 * MIB, 4 * MIB, 0, 0);
     uint8_t *p;
     cr_assert_eq(mm__guest_anon_alloc(guest, 16 * MIB, (void **)&p), 0);
-    fill(p, 16 * MIB, 4);
+    pattern_fill(p, 16 * MIB, 4);
     uint64_t freed = mm__guest_reclaim(guest, 12 * MIB);
     cr_assert_leq(freed, 4 * MIB, "no more than the swap device holds can go");
-    cr_assert_eq(bad_pages(p, 16 * MIB, 4), 0);
+    cr_assert_eq(pattern_bad_pages(p, 16 * MIB, 4), 0);
 }
