@@ -55,6 +55,16 @@ int mm__bench_daemon_start(mm_bench_daemon_t *d, const char *capacity, const cha
 int mm__bench_daemon_start_with(mm_bench_daemon_t *d, const char *capacity, const char *log_level,
                                 const char *const extra[]);
 
+/* Send the daemon sig (SIGKILL: a crash; SIGTERM: an orderly stop) and
+ * reap it (killed after 10 s), keeping its state directory, so that
+ * mm__bench_daemon_restart() can start the next one there. */
+int mm__bench_daemon_kill(mm_bench_daemon_t *d, int sig);
+
+/* Start mmsrv again on d's state directory (its clients reconnect). On
+ * failure nothing is left running and the directory stays. */
+int mm__bench_daemon_restart(mm_bench_daemon_t *d, const char *capacity, const char *log_level,
+                             const char *const extra[]);
+
 /* SIGTERM the daemon, reap it (killed after 10 s) and remove its
  * directory. 0 if it exited with status 0. */
 int mm__bench_daemon_stop(mm_bench_daemon_t *d);

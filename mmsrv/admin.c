@@ -225,6 +225,7 @@ static json_t *do_set(mm_server_t *s, char *who, char **save)
         c->pinned = !st.target_auto;
         c->pinned_bytes = st.target_auto ? 0 : st.target;
     }
+    (void)mm__state_save(s, c); /* a restarted daemon keeps the admin's word */
     log_info("client %u (%s): set min %llu MiB, max %llu MiB, weight %u, target %s", c->id, c->name,
              (unsigned long long)(min >> 20), (unsigned long long)(max >> 20), c->weight,
              c->pinned ? "pinned" : "auto");

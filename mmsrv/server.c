@@ -147,6 +147,8 @@ int mm__server_init(mm_server_t *s, const mm_server_config_t *cfg)
     if (err == 0)
         err = open_fds(s);
     if (err == 0)
+        err = mm__restart_recover(s);
+    if (err == 0)
         err = mm__reclaim_pool_start(s);
     return err;
 }
@@ -269,6 +271,7 @@ int mm__server_run(mm_server_t *s, int ready_fd)
 void mm__server_fini(mm_server_t *s)
 {
     mm__reclaim_pool_stop(s);
+    mm__restart_fini(s);
     mm__registry_fini(s);
     int fds[] = {s->listen_fd, s->admin_fd, s->timer_fd, s->signal_fd, s->epfd};
     for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)

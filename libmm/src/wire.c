@@ -68,6 +68,12 @@ static long fixed_length(uint16_t type)
         return sizeof(mm_msg_error_t);
     case MM_MSG_PAGING:
         return sizeof(mm_msg_paging_t);
+    case MM_MSG_RECONNECT:
+        return sizeof(mm_msg_reconnect_t);
+    case MM_MSG_RECONNECT_REPLY:
+        return sizeof(mm_msg_reconnect_reply_t);
+    case MM_MSG_STOPPING:
+        return sizeof(mm_msg_stopping_t);
     case MM_MSG_INSTALL:
     case MM_MSG_INSTALL_REPLY:
         return 0;
@@ -118,6 +124,19 @@ int mm__msg_check(const void *buf, size_t len)
             err = -EINVAL;
         break;
     }
+    case MM_MSG_RECONNECT: {
+        const mm_msg_reconnect_t *m = buf;
+        if (m->client_id == 0 || (m->flags & ~MM_RECONNECT_UFFD) || m->region_addr == 0 ||
+            m->region_addr % MM_FRAME_SIZE || m->region_bytes < MM_CHUNK_SIZE ||
+            m->region_bytes > MM_REGION_MAX_BYTES || m->region_bytes % MM_CHUNK_SIZE ||
+            m->shared_bytes != mm_shared_bytes((uint32_t)(m->region_bytes / MM_CHUNK_SIZE)))
+            err = -EINVAL;
+        break;
+    }
+    case MM_MSG_RECONNECT_REPLY:
+        if (((const mm_msg_reconnect_reply_t *)buf)->status != 0)
+            err = -EINVAL;
+        break;
     default:
         break;
     }
@@ -127,10 +146,16 @@ int mm__msg_check(const void *buf, size_t len)
 const char *mm__msg_type_name(uint16_t type)
 {
     static const char *const names[] = {
-        [MM_MSG_HELLO] = "hello",     [MM_MSG_HELLO_REPLY] = "hello-reply",
-        [MM_MSG_INSTALL] = "install", [MM_MSG_INSTALL_REPLY] = "install-reply",
-        [MM_MSG_BYE] = "bye",         [MM_MSG_ERROR] = "error",
+        [MM_MSG_HELLO] = "hello",
+        [MM_MSG_HELLO_REPLY] = "hello-reply",
+        [MM_MSG_INSTALL] = "install",
+        [MM_MSG_INSTALL_REPLY] = "install-reply",
+        [MM_MSG_BYE] = "bye",
+        [MM_MSG_ERROR] = "error",
         [MM_MSG_PAGING] = "paging",
+        [MM_MSG_RECONNECT] = "reconnect",
+        [MM_MSG_RECONNECT_REPLY] = "reconnect-reply",
+        [MM_MSG_STOPPING] = "stopping",
     };
     if (type < sizeof names / sizeof names[0] && names[type])
         return names[type];

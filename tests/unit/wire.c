@@ -227,7 +227,7 @@ Test(wire, eprotonosupport_when_version_differs)
 Test(wire, eproto_when_type_is_unknown)
 {
     msg_buf_t b;
-    const uint16_t types[] = {0, MM_MSG_PAGING + 1, 100, 0xffff};
+    const uint16_t types[] = {0, MM_MSG_STOPPING + 1, 100, 0xffff};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         size_t len = make_bye(&b);
         b.hdr.type = types[i];
@@ -489,7 +489,7 @@ Test(wire, type_name_when_known_or_unknown)
     cr_assert_str_eq(mm__msg_type_name(MM_MSG_ERROR), "error");
     cr_assert_str_eq(mm__msg_type_name(MM_MSG_PAGING), "paging");
     cr_assert_str_eq(mm__msg_type_name(0), "unknown");
-    cr_assert_str_eq(mm__msg_type_name(MM_MSG_PAGING + 1), "unknown");
+    cr_assert_str_eq(mm__msg_type_name(MM_MSG_STOPPING + 1), "unknown");
     cr_assert_str_eq(mm__msg_type_name(0xffff), "unknown");
 }
 
