@@ -23,6 +23,7 @@ typedef struct mm_bench_opts {
     bool quick;          /* fewer or shorter repetitions */
     int reps;            /* repetitions asked for; 0: the subcommand's default */
     const char *threads; /* --threads N,...: thread counts, or NULL */
+    double minutes;      /* --minutes N (soak); 0: the subcommand's default */
 } mm_bench_opts_t;
 
 /* Subcommands: run, add rows to res, print what they do. 0 when every step
@@ -36,6 +37,7 @@ int mm__bench_gc(const mm_bench_opts_t *opts, mm_results_t *res);
 int mm__bench_demo(const mm_bench_opts_t *opts, mm_results_t *res);
 int mm__bench_alloc(const mm_bench_opts_t *opts, mm_results_t *res);
 int mm__bench_rtt(const mm_bench_opts_t *opts, mm_results_t *res);
+int mm__bench_soak(const mm_bench_opts_t *opts, mm_results_t *res);
 
 /* A daemon started in a fresh temp directory: dir/mm.sock and
  * dir/admin.sock. */

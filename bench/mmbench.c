@@ -31,6 +31,8 @@ static const struct subcommand subcommands[] = {
     {"rtt", "control-plane round trip against a bare echo; clients one daemon holds",
      mm__bench_rtt},
     {"gc", "Boehm GC and jemalloc heaps giving their garbage back on revocation", mm__bench_gc},
+    {"soak", "hundreds of clients, daemon kills and restarts; data and accounting checked",
+     mm__bench_soak},
 };
 
 #define N_SUBCOMMANDS (sizeof(subcommands) / sizeof(subcommands[0]))
@@ -48,6 +50,7 @@ static void usage(FILE *f)
                "  --json FILE   also write the results with the run's meta data to FILE\n"
                "  --reps N      repetitions per measurement (default 5, --quick 3)\n"
                "  --threads L   thread counts to measure, e.g. 1,2 (alloc)\n"
+               "  --minutes N   how long the soak runs (default 10, --quick 1)\n"
                "  --help        show this help\n"
                "\n"
                "Programs (mmsrv, mmhold, mmctl) are taken from $MM_BIN_DIR, else from\n"
@@ -106,9 +109,13 @@ static const struct subcommand *find_subcommand(const char *name)
 static int parse_opts(int argc, char **argv, struct cli *cli)
 {
     static const struct option longopts[] = {
-        {"quick", no_argument, NULL, 'q'},      {"json", required_argument, NULL, 'j'},
-        {"reps", required_argument, NULL, 'r'}, {"threads", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
+        {"quick", no_argument, NULL, 'q'},
+        {"json", required_argument, NULL, 'j'},
+        {"reps", required_argument, NULL, 'r'},
+        {"threads", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {"minutes", required_argument, NULL, 'm'},
+        {NULL, 0, NULL, 0},
     };
     int c, rc = 0;
 
@@ -129,6 +136,14 @@ static int parse_opts(int argc, char **argv, struct cli *cli)
         case 'r':
             rc = parse_reps(optarg, &cli->opts.reps);
             break;
+        case 'm': {
+            char *end;
+            double m = strtod(optarg, &end);
+            if (end == optarg || *end || !(m > 0 && m <= 10080))
+                rc = bad_arg("--minutes wants a number of minutes (up to 10080), not", optarg);
+            cli->opts.minutes = m;
+            break;
+        }
         case 'h':
             usage(stdout);
             return 1;
