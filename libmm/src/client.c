@@ -404,9 +404,27 @@ static void *keeper_main(void *arg)
     return NULL;
 }
 
+/* A forked child has no keeper thread, and the parent's clients are not
+ * its own (their mappings are MADV_DONTFORK): it starts afresh. */
+static void keeper_forget_in_child(void)
+{
+    if (keeper.epfd >= 0)
+        close(keeper.epfd);
+    if (keeper.timer >= 0)
+        close(keeper.timer);
+    keeper.epfd = keeper.timer = -1;
+    keeper.clients = NULL;
+    keeper.waiting = 0;
+    keeper.started = false;
+    pthread_mutex_init(&keeper.lock, NULL);
+}
+
 /* Start the keeper (once per process). keeper.lock held. */
 static int keeper_start(void)
 {
+    static bool atfork;
+    if (!atfork && pthread_atfork(NULL, NULL, keeper_forget_in_child) == 0)
+        atfork = true;
     if (keeper.started)
         return 0;
     keeper.epfd = epoll_create1(EPOLL_CLOEXEC);

@@ -325,3 +325,34 @@ Test(restart, an_orderly_stop_leaves_a_recoverable_state)
     cr_assert_eq(client_field(id, "paged_bytes"), 0, "the stop had put every page back");
     stop_hold_intact();
 }
+
+/* A guest model (its own userfaultfd for its swap, no host paging) is a
+ * libmm client too: it keeps running its workload through the outage and
+ * reconnects, and its data is intact. */
+Test(restart, a_guest_keeps_running_and_reconnects)
+{
+    skip_without_uffd();
+    start_daemon("512M");
+    char dir[] = "/tmp/mm-restart-guest-XXXXXX", swap[64];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(swap, sizeof swap, "%s/swap", dir);
+    const char *args[] = {"--socket",   daemon_.sock, "--name", "guest",  "--ram",
+                          "64M",        "--driver",   "mm",     "--swap", swap,
+                          "--workload", "anon=16M",   NULL};
+    cr_assert_eq(mm__bench_start_ready(&hold_, "mmguest", args), 0, "mmguest starts");
+    uint32_t id = client_id_by_name("guest");
+    cr_assert_neq(id, 0);
+    crash_daemon();
+    sleep_ms(500); /* rounds run on without a daemon */
+    restart_daemon("512M", "30");
+    cr_assert_eq(wait_client("guest", 10000), id, "the guest reconnected");
+    bool intact = false;
+    cr_assert_eq(mm__bench_hold_stop(&hold_, &intact), 0);
+    hold_.pid = 0;
+    unlink(swap);
+    char idx[80];
+    snprintf(idx, sizeof idx, "%s.idx", swap);
+    unlink(idx);
+    rmdir(dir);
+    cr_assert(intact, "the guest verified its data and exited 0");
+}
