@@ -356,3 +356,25 @@ Test(restart, a_guest_keeps_running_and_reconnects)
     rmdir(dir);
     cr_assert(intact, "the guest verified its data and exited 0");
 }
+
+Test(restart, a_damaged_record_is_refused_and_kept_aside)
+{
+    start_daemon("256M");
+    start_hold("16M", "0", false);
+    uint32_t id = client_id_by_name("hold");
+    crash_daemon();
+    char path[256], bad[300];
+    snprintf(path, sizeof path, "%s/clients/%u", daemon_.dir, id);
+    snprintf(bad, sizeof bad, "%s.bad", path);
+    FILE *f = fopen(path, "r+");
+    cr_assert_not_null(f);
+    cr_assert_eq(fseek(f, 40, SEEK_SET), 0);
+    cr_assert_eq(fputc('!', f), '!'); /* a byte of the body: the checksum fails */
+    fclose(f);
+    restart_daemon("256M", "30");
+    cr_assert_eq(access(bad, F_OK), 0, "the record is kept as ID.bad");
+    cr_assert_eq(records(), 0);
+    sleep_ms(500);
+    cr_assert_eq(client_id_by_name("hold"), 0, "the client is not taken back");
+    stop_hold_intact(); /* its memory never depended on the daemon */
+}
