@@ -87,9 +87,6 @@ static int listen_at(const char *path, int type, mode_t mode, gid_t gid, bool se
 
 static int open_fds(mm_server_t *s)
 {
-    s->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (s->epfd < 0)
-        return -errno;
     /* Any local user may be a client; the admin socket is root's and the
      * admin group's (checked again per connection from SO_PEERCRED). */
     s->listen_fd = listen_at(s->cfg.socket_path, SOCK_SEQPACKET, 0666, 0, false);
@@ -144,10 +141,15 @@ int mm__server_init(mm_server_t *s, const mm_server_config_t *cfg)
     int err = lock_state_dir(s);
     if (err == 0)
         err = mm__registry_init(s);
-    if (err == 0)
-        err = open_fds(s);
+    if (err == 0) {
+        s->epfd = epoll_create1(EPOLL_CLOEXEC);
+        err = s->epfd < 0 ? -errno : 0;
+    }
+    /* Clients of an earlier daemon are known before anyone can connect. */
     if (err == 0)
         err = mm__restart_recover(s);
+    if (err == 0)
+        err = open_fds(s);
     if (err == 0)
         err = mm__reclaim_pool_start(s);
     return err;
