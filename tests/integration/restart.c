@@ -45,13 +45,23 @@ static void skip_without_uffd(void)
         cr_skip_test("host paging needs a full userfaultfd (root or /dev/userfaultfd)");
 }
 
+static void start_hold_with(const char *hold, const char *free_size, bool uncooperative,
+                            bool host_paging)
+{
+    const char *args[12] = {"--socket", daemon_.sock, "--name", "hold",
+                            "--hold",   hold,         "--free", free_size};
+    int n = 8;
+    if (uncooperative)
+        args[n++] = "--uncooperative";
+    if (!host_paging)
+        args[n++] = "--no-host-paging";
+    args[n] = NULL;
+    cr_assert_eq(mm__bench_start_ready(&hold_, "mmhold", args), 0, "mmhold starts");
+}
+
 static void start_hold(const char *hold, const char *free_size, bool uncooperative)
 {
-    const char *args[] = {"--socket", daemon_.sock, "--name",
-                          "hold",     "--hold",     hold,
-                          "--free",   free_size,    uncooperative ? "--uncooperative" : NULL,
-                          NULL};
-    cr_assert_eq(mm__bench_start_ready(&hold_, "mmhold", args), 0, "mmhold starts");
+    start_hold_with(hold, free_size, uncooperative, true);
 }
 
 static void stop_hold_intact(void)
@@ -377,4 +387,38 @@ Test(restart, a_damaged_record_is_refused_and_kept_aside)
     sleep_ms(500);
     cr_assert_eq(client_id_by_name("hold"), 0, "the client is not taken back");
     stop_hold_intact(); /* its memory never depended on the daemon */
+}
+
+static char proc_state(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "re");
+    char state = '?';
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "State: %c", &state) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return state;
+}
+
+/* A client the dead daemon had frozen cannot reconnect by itself: the next
+ * daemon puts its pages back from swap, continues it, and takes it back. */
+Test(restart, a_client_frozen_by_the_dead_daemon_is_thawed_with_its_pages)
+{
+    start_daemon("256M");
+    start_hold_with("96M", "0", true, false);
+    uint32_t id = client_id_by_name("hold");
+    cr_assert_eq(client_field(id, "host_paging"), 0);
+    set_capacity("32M");
+    cr_assert(wait_field(id, "paged_bytes", 32 * MIB, 30000), "it was frozen and paged out");
+    cr_assert_eq(proc_state(hold_.pid), 'T');
+    crash_daemon();
+    cr_assert_eq(proc_state(hold_.pid), 'T', "still stopped while no daemon runs");
+    restart_daemon("256M", "30");
+    cr_assert_eq(wait_client("hold", 10000), id, "thawed, it reconnected");
+    cr_assert_neq(proc_state(hold_.pid), 'T');
+    cr_assert_eq(client_field(id, "paged_bytes"), 0, "its pages were put back");
+    stop_hold_intact();
 }
