@@ -74,8 +74,9 @@ static void forget(mm_server_t *s, mm_host_client_t *c, const char *why)
 }
 
 /* Open the memfd the process holds with this device and inode, through
- * /proc/PID/fd (the daemon is root). -ENOENT if it holds none. */
-static int open_held_memfd(pid_t pid, uint64_t dev, uint64_t ino)
+ * /proc/PID/fd (the daemon is root); with open false, only say whether it
+ * holds one (0). -ENOENT if it holds none. */
+static int find_held_memfd(pid_t pid, uint64_t dev, uint64_t ino, bool open_it)
 {
     char dir[64];
     snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
@@ -91,7 +92,7 @@ static int open_held_memfd(pid_t pid, uint64_t dev, uint64_t ino)
         if (e->d_name[0] == '.' || stat(path, &st) < 0 || (uint64_t)st.st_dev != dev ||
             (uint64_t)st.st_ino != ino)
             continue;
-        fd = open(path, O_RDWR | O_CLOEXEC);
+        fd = open_it ? open(path, O_RDWR | O_CLOEXEC) : 0;
         if (fd < 0)
             fd = -errno;
     }
@@ -103,7 +104,7 @@ static int open_held_memfd(pid_t pid, uint64_t dev, uint64_t ino)
  * that it can reconnect. */
 static void thaw_recovered(mm_server_t *s, mm_host_client_t *c)
 {
-    c->region_fd = open_held_memfd(c->pid, c->region_dev, c->region_ino);
+    c->region_fd = find_held_memfd(c->pid, c->region_dev, c->region_ino, true);
     if (c->region_fd < 0) {
         log_error("client %u (%s, pid %d): frozen by the earlier daemon, and its region cannot be "
                   "opened (%s); left stopped",
@@ -129,8 +130,15 @@ static void add_recovering(mm_server_t *s, mm_host_client_t *c)
     if (c->id >= s->next_id)
         s->next_id = c->id + 1;
     c->pidfd = mm__pidfd_open(c->pid);
-    if (c->pidfd < 0 || mm__process_start_time(c->pid) != c->start_time) {
-        forget(s, c, "its process exited while no daemon ran");
+    const char *gone = c->pidfd < 0 || mm__process_start_time(c->pid) != c->start_time
+                           ? "its process exited while no daemon ran"
+                           : NULL;
+    /* libmm holds its region's fd as long as the client is open: a process
+     * that holds none closed the client while no daemon ran. */
+    if (!gone && find_held_memfd(c->pid, c->region_dev, c->region_ino, false) == -ENOENT)
+        gone = "it was closed while no daemon ran";
+    if (gone) {
+        forget(s, c, gone);
         if (c->pidfd < 0)
             c->pidfd = -1;
         free_recovering(c);

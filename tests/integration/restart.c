@@ -422,3 +422,14 @@ Test(restart, a_client_frozen_by_the_dead_daemon_is_thawed_with_its_pages)
     cr_assert_eq(client_field(id, "paged_bytes"), 0, "its pages were put back");
     stop_hold_intact();
 }
+
+Test(restart, a_client_closed_during_the_outage_is_forgotten_at_once)
+{
+    start_daemon("256M");
+    mm_client_t *c = open_linked("closed", 8 * MIB);
+    cr_assert_eq(unlink(link_), 0);
+    crash_daemon();
+    mm_client_close(c); /* its goodbye reaches no daemon */
+    restart_daemon("256M", "30");
+    cr_assert_eq(records(), 0, "its process holds its region no more: forgotten");
+}
