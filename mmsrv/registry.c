@@ -75,10 +75,10 @@ void mm__registry_fini(mm_server_t *s)
         mm__paging_shutdown(s, c);
         (void)mm__state_save(s, c);
         if (c->sock >= 0) {
+            /* Best effort: a client that misses it sees the hangup. */
             mm_msg_stopping_t m;
             mm__msg_init(&m.hdr, MM_MSG_STOPPING, sizeof m, 0);
-            (void)mm__send_msg(c->sock, &m, sizeof m, NULL,
-                               0); /* best effort: it sees the hangup */
+            (void)mm__send_msg(c->sock, &m, sizeof m, NULL, 0);
         }
         if (c->shared)
             munmap(c->shared, c->shared_bytes);
