@@ -114,11 +114,13 @@ static json_t *status_json(mm_server_t *s)
 {
     json_t *clients = clients_json(s); /* refreshes residency first */
     json_t *nodes = nodes_json(s);
-    return json_pack("{s:I, s:o, s:I, s:I, s:I, s:o}", "capacity_bytes",
+    /* Clients of an earlier daemon still to reconnect: their granted bytes
+     * are in the totals (counted as held) until they do or are forgotten. */
+    return json_pack("{s:I, s:o, s:I, s:I, s:I, s:I, s:o}", "capacity_bytes",
                      (json_int_t)s->capacity_bytes, "nodes", nodes, "granted_bytes",
                      (json_int_t)mm__total_granted(s), "resident_bytes",
                      (json_int_t)mm__total_resident(s), "client_count", (json_int_t)s->nclients,
-                     "clients", clients);
+                     "recovering_clients", (json_int_t)s->nrecovering, "clients", clients);
 }
 
 static json_t *error_json(const char *fmt, const char *arg)

@@ -295,10 +295,15 @@ Test(restart, a_client_not_back_within_the_grace_period_is_forgotten)
 {
     start_daemon("256M");
     mm_client_t *c = open_linked("late", 8 * MIB);
+    void *p;
+    cr_assert_eq(mm_alloc(c, CHUNK, CHUNK, &p), 0);
     cr_assert_eq(unlink(link_), 0);
     crash_daemon();
     restart_daemon("256M", "1");
+    cr_assert_eq(status_field("recovering_clients"), 1, "it is waited for");
+    cr_assert_eq(status_field("granted_bytes"), CHUNK, "its chunk is counted as held");
     sleep_ms(1600);
+    cr_assert_eq(status_field("recovering_clients"), 0);
     cr_assert_eq(records(), 0, "its record is gone after the grace period");
     cr_assert_eq(symlink(daemon_.sock, link_), 0);
     cr_assert(wait_connected(c, -ENOENT, 10000), "the daemon refuses it: it runs unmanaged");
