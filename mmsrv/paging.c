@@ -385,8 +385,10 @@ void mm__paging_forget_chunks(mm_host_client_t *c, uint32_t first, uint32_t n)
             continue;
         /* A failure leaves the chunk registered: slower, still correct. */
         if (mm__pager_unregister(c->pager, c->region_addr + (uint64_t)i * MM_CHUNK_SIZE,
-                                 MM_CHUNK_SIZE) == 0)
+                                 MM_CHUNK_SIZE) == 0) {
             c->paging_chunks[i / 64] &= ~(1ull << (i % 64));
+            c->state_dirty = true;
+        }
     }
 }
 
@@ -483,10 +485,16 @@ int mm__paging_resume(mm_server_t *s, mm_host_client_t *c, int uffd)
                   strerror(-err));
         return err;
     }
-    for (uint32_t i = 0; i < c->chunk_count; i++)
-        if (chunk_registered(c, i))
-            mm__pager_unprotect(c->pager, c->region_addr + (uint64_t)i * MM_CHUNK_SIZE,
-                                MM_CHUNK_SIZE);
+    /* Registering again with the same userfaultfd is harmless, and makes
+     * the kernel agree with the record whatever the crash interrupted. */
+    for (uint32_t i = 0; i < c->chunk_count; i++) {
+        if (!chunk_registered(c, i))
+            continue;
+        uintptr_t at = c->region_addr + (uint64_t)i * MM_CHUNK_SIZE;
+        if (mm__pager_register(c->pager, at, MM_CHUNK_SIZE, true) < 0)
+            log_warn("client %u (%s): chunk %u cannot be registered again", c->id, c->name, i);
+        mm__pager_unprotect(c->pager, at, MM_CHUNK_SIZE);
+    }
     /* Ignored on failure: a range with nobody waiting has nothing to wake. */
     (void)mm__pager_wake(c->pager, c->region_addr, c->region_bytes);
     c->state_dirty = true;
