@@ -17,7 +17,10 @@
  * data error, at once, in memory shared with mmbench, so a worker killed
  * later still has its errors counted.
  *
- * At the end the capacity is raised, each worker verifies every byte it
+ * At the end the capacity is raised, clients the daemon froze (step 5:
+ * their userfaultfd was refused) are given a reservation of their region so
+ * that the daemon puts their pages back and thaws them, each worker verifies
+ * every byte it
  * holds, reports its clients and stays idle; mmbench then compares the
  * daemon's status with the kernel's own figures, read through the workers'
  * fds (/proc/PID/fd): each region's st_blocks and the chunks its shared
@@ -35,6 +38,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -58,6 +62,7 @@
 #define SOAK_CAP_MAX_MIB 1024
 #define SOAK_GRACE       "10"
 #define SOAK_CHECK_MS    10000
+#define SOAK_REPORT_MS   60000
 
 /* Counters every worker adds to, in memory shared with mmbench. */
 struct soak_shared {
@@ -301,6 +306,43 @@ static void set_capacity(const mm_bench_daemon_t *d, uint64_t mib)
         json_decref(reply);
 }
 
+/* Clients frozen by the daemon (uncooperative, over their target, their
+ * userfaultfd refused) stay stopped while they hold more than their
+ * target: before the final check each is given a reservation of its whole
+ * region, which the daemon answers by putting its pages back and thawing
+ * it. Nobody else may continue it (it would read holes where its pages
+ * were). Returns the number still frozen after 20 s. */
+static unsigned thaw_frozen(const mm_bench_daemon_t *d)
+{
+    unsigned frozen = 0;
+    for (int round = 0; round < 100; round++) {
+        json_t *st = NULL, *c;
+        size_t i;
+        if (mm__bench_ctl_status(d, &st) < 0)
+            return frozen;
+        frozen = 0;
+        json_array_foreach(json_object_get(st, "clients"), i, c)
+        {
+            if (!mm__bench_json_u64(c, "frozen"))
+                continue;
+            char req[96];
+            json_t *reply = NULL;
+            snprintf(req, sizeof req, "set %llu min=%llu\n",
+                     (unsigned long long)mm__bench_json_u64(c, "id"),
+                     (unsigned long long)SOAK_REGION);
+            if (mm__bench_admin(d, req, &reply) == 0)
+                json_decref(reply);
+            frozen++;
+        }
+        json_decref(st);
+        if (frozen == 0)
+            break;
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return frozen;
+}
+
 /* A worker's report: a client id and the worker's pid. */
 struct soak_report {
     uint32_t id;
@@ -367,6 +409,13 @@ static int live_view(const struct soak_report *r, uint64_t *resident, uint64_t *
 static size_t read_reports(struct soak_worker *wk, struct soak_report *out, size_t cap,
                            uint64_t *unmanaged)
 {
+    struct pollfd p = {.fd = wk->out_fd, .events = POLLIN};
+    if (poll(&p, 1, SOAK_REPORT_MS) != 1) {
+        fprintf(stderr, "soak: worker %d did not report within %d s\n", (int)wk->pid,
+                SOAK_REPORT_MS / 1000);
+        (*unmanaged)++;
+        return 0;
+    }
     FILE *f = fdopen(dup(wk->out_fd), "r");
     char line[128];
     size_t n = 0;
@@ -507,6 +556,9 @@ int mm__bench_soak(const mm_bench_opts_t *opts, mm_results_t *res)
     size_t nrep = 0;
     if (rc == 0 && reports) {
         set_capacity(&d, 2 * SOAK_CAP_MAX_MIB);
+        unsigned frozen = thaw_frozen(&d);
+        if (frozen)
+            fprintf(stderr, "soak: %u clients stay frozen\n", frozen);
         for (int w = 0; w < SOAK_WORKERS; w++)
             kill(wk[w].pid, SIGUSR1);
         for (int w = 0; w < SOAK_WORKERS; w++)

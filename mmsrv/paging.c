@@ -327,7 +327,13 @@ uint64_t mm__paging_force(mm_server_t *s, mm_host_client_t *c, uint64_t bytes)
     if (c->state != MM_CLIENT_REGISTERED)
         return 0;
     if (!c->pager) {
-        if (c->uffd >= 0 && !region_mapped_at(c, c->region_addr, c->region_bytes))
+        /* /proc/PID/maps is not read atomically: a client mapping or
+         * unmapping elsewhere meanwhile can hide a line, so look again
+         * before concluding. */
+        bool mapped = c->uffd < 0;
+        for (int look = 0; look < 3 && !mapped; look++)
+            mapped = region_mapped_at(c, c->region_addr, c->region_bytes);
+        if (!mapped)
             refuse_uffd(c, "its region is not mapped where it said");
         int err = paging_start(s, c);
         if (err < 0 && c->uffd >= 0) {
