@@ -277,12 +277,15 @@ static struct {
     pthread_t thread;
 } keeper = {.lock = PTHREAD_MUTEX_INITIALIZER, .epfd = -1, .timer = -1};
 
-static bool keeper_has(const mm_client_t *c)
+/* The open client with this instance number, or NULL (closed meanwhile:
+ * events name clients by instance, never by an address a later client
+ * may get). */
+static mm_client_t *keeper_find(uint64_t instance)
 {
-    for (const mm_client_t *k = keeper.clients; k; k = k->keeper_next)
-        if (k == c)
-            return true;
-    return false;
+    for (mm_client_t *k = keeper.clients; k; k = k->keeper_next)
+        if (k->instance == instance)
+            return k;
+    return NULL;
 }
 
 static void keeper_arm(bool on)
@@ -350,7 +353,7 @@ static int try_reconnect(mm_client_t *c)
 static void keeper_watch(mm_client_t *c)
 {
     /* No events asked: a hangup and an error are always reported. */
-    struct epoll_event ev = {.events = 0, .data.ptr = c};
+    struct epoll_event ev = {.events = 0, .data.u64 = c->instance};
     (void)epoll_ctl(keeper.epfd, EPOLL_CTL_ADD, c->sock, &ev); /* fails only without memory */
 }
 
@@ -384,15 +387,15 @@ static void *keeper_main(void *arg)
         int n = epoll_wait(keeper.epfd, ev, 16, -1);
         pthread_mutex_lock(&keeper.lock);
         for (int i = 0; i < n; i++) {
-            mm_client_t *c = ev[i].data.ptr;
-            if (c == NULL) { /* the timer */
+            if (ev[i].data.u64 == 0) { /* the timer */
                 uint64_t ticks;
                 if (read(keeper.timer, &ticks, sizeof ticks) > 0)
                     keeper_retry();
                 continue;
             }
             /* Closed meanwhile, or already seen: nothing to do. */
-            if (!keeper_has(c) || !atomic_load(&c->connected))
+            mm_client_t *c = keeper_find(ev[i].data.u64);
+            if (!c || !atomic_load(&c->connected))
                 continue;
             (void)epoll_ctl(keeper.epfd, EPOLL_CTL_DEL, c->sock, NULL);
             atomic_store(&c->connected, false);
@@ -429,7 +432,7 @@ static int keeper_start(void)
         return 0;
     keeper.epfd = epoll_create1(EPOLL_CLOEXEC);
     keeper.timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0}; /* instances start at 1 */
     int err = keeper.epfd < 0 || keeper.timer < 0 ? -errno : 0;
     if (err == 0 && epoll_ctl(keeper.epfd, EPOLL_CTL_ADD, keeper.timer, &ev) < 0)
         err = -errno;
