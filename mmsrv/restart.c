@@ -185,6 +185,17 @@ void mm__restart_tick(mm_server_t *s)
     uint64_t now = mm__now_ns();
     for (mm_host_client_t *c = s->recovering, *next; c; c = next) {
         next = c->next_recovering;
+        /* Once a second: a client closed while it waited to reconnect (its
+         * process holds its region no more) is forgotten at once. */
+        if (s->ticks % 10 == 0 &&
+            find_held_memfd(c->pid, c->region_dev, c->region_ino, false) == -ENOENT) {
+            mm__unwatch(s, &c->pidfd);
+            unlink_list(s, c);
+            forget(s, c, "it was closed before it reconnected");
+            free_recovering(c);
+            mm__policy_update(s);
+            continue;
+        }
         if (now < c->grace_deadline_ns)
             continue;
         char path[4096];
