@@ -25,6 +25,7 @@ typedef struct mm_bench_opts {
     const char *threads;   /* --threads N,...: thread counts, or NULL */
     const char *scenarios; /* --scenario NAME,... (run), or NULL: all */
     const char *out_dir;   /* --out DIR (run), or NULL: the default */
+    double minutes;        /* --minutes N (soak); 0: the subcommand's default */
 } mm_bench_opts_t;
 
 /* Subcommands: run, add rows to res, print what they do. 0 when every step
@@ -44,6 +45,7 @@ int mm__bench_scale(const mm_bench_opts_t *opts, mm_results_t *res);
 int mm__bench_run(const mm_bench_opts_t *opts, mm_results_t *res);
 /* 0 when list names only run's scenarios (comma-separated), else -EINVAL. */
 int mm__bench_run_check_scenarios(const char *list);
+int mm__bench_soak(const mm_bench_opts_t *opts, mm_results_t *res);
 
 /* A daemon started in a fresh temp directory: dir/mm.sock and
  * dir/admin.sock. */
@@ -62,6 +64,16 @@ int mm__bench_daemon_start(mm_bench_daemon_t *d, const char *capacity, const cha
 /* The same with up to 8 more mmsrv arguments (extra is NULL-terminated). */
 int mm__bench_daemon_start_with(mm_bench_daemon_t *d, const char *capacity, const char *log_level,
                                 const char *const extra[]);
+
+/* Send the daemon sig (SIGKILL: a crash; SIGTERM: an orderly stop) and
+ * reap it (killed after 10 s), keeping its state directory, so that
+ * mm__bench_daemon_restart() can start the next one there. */
+int mm__bench_daemon_kill(mm_bench_daemon_t *d, int sig);
+
+/* Start mmsrv again on d's state directory (its clients reconnect). On
+ * failure nothing is left running and the directory stays. */
+int mm__bench_daemon_restart(mm_bench_daemon_t *d, const char *capacity, const char *log_level,
+                             const char *const extra[]);
 
 /* SIGTERM the daemon, reap it (killed after 10 s) and remove its
  * directory. 0 if it exited with status 0. */

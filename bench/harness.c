@@ -141,8 +141,38 @@ int mm__bench_daemon_start(mm_bench_daemon_t *d, const char *capacity, const cha
     return mm__bench_daemon_start_with(d, capacity, log_level, NULL);
 }
 
+/* Spawn mmsrv on d->dir and wait for its sockets; with fresh, d->dir was
+ * made for it and is removed on failure. */
+static int daemon_spawn(mm_bench_daemon_t *d, const char *capacity, const char *log_level,
+                        const char *const extra[], bool fresh);
+
 int mm__bench_daemon_start_with(mm_bench_daemon_t *d, const char *capacity, const char *log_level,
                                 const char *const extra[])
+{
+    return daemon_spawn(d, capacity, log_level, extra, true);
+}
+
+int mm__bench_daemon_restart(mm_bench_daemon_t *d, const char *capacity, const char *log_level,
+                             const char *const extra[])
+{
+    if (d->proc.pid > 0)
+        return -EBUSY;
+    return daemon_spawn(d, capacity, log_level, extra, false);
+}
+
+int mm__bench_daemon_kill(mm_bench_daemon_t *d, int sig)
+{
+    int st = 0;
+    if (d->proc.pid <= 0)
+        return -ECHILD;
+    mm__proc_signal(&d->proc, sig);
+    int rc = mm__proc_wait(&d->proc, 10000, &st);
+    d->proc.pid = 0;
+    return rc;
+}
+
+static int daemon_spawn(mm_bench_daemon_t *d, const char *capacity, const char *log_level,
+                        const char *const extra[], bool fresh)
 {
     enum { MAX_EXTRA = 8 };
     char prog[4096];
@@ -165,9 +195,11 @@ int mm__bench_daemon_start_with(mm_bench_daemon_t *d, const char *capacity, cons
     rc = bin_path("mmsrv", prog, sizeof(prog));
     if (rc < 0)
         return rc;
-    rc = daemon_paths(d);
-    if (rc < 0)
-        return rc;
+    if (fresh) {
+        rc = daemon_paths(d);
+        if (rc < 0)
+            return rc;
+    }
     rc = mm__proc_spawn(&d->proc, argv, false);
     if (rc < 0) {
         fprintf(stderr, "mmbench: cannot start mmsrv: %s\n", mm_strerror(rc));
@@ -181,7 +213,8 @@ int mm__bench_daemon_start_with(mm_bench_daemon_t *d, const char *capacity, cons
     if (d->proc.pid > 0)
         mm__proc_wait(&d->proc, 0, NULL); /* Kills it: it is of no use. */
 fail:
-    mm__bench_rm_rf(d->dir);
+    if (fresh)
+        mm__bench_rm_rf(d->dir);
     return rc;
 }
 

@@ -36,6 +36,8 @@ static const struct subcommand subcommands[] = {
      mm__bench_guests},
     {"run", "every scenario on every system (mm, baselines, floor): report and plots",
      mm__bench_run},
+    {"soak", "hundreds of clients, daemon kills and restarts; data and accounting checked",
+     mm__bench_soak},
 };
 
 #define N_SUBCOMMANDS (sizeof(subcommands) / sizeof(subcommands[0]))
@@ -58,6 +60,7 @@ static void usage(FILE *f)
                "                free, garbage, live, grow, churn, scale)\n"
                "  --out DIR     run: where results.json, results.csv, meta.json, the\n"
                "                plots and report.md go (default: mmbench-run)\n"
+               "  --minutes N   how long the soak runs (default 10, --quick 1)\n"
                "  --help        show this help\n"
                "\n"
                "Programs (mmsrv, mmhold, mmctl) are taken from $MM_BIN_DIR, else from\n"
@@ -116,10 +119,15 @@ static const struct subcommand *find_subcommand(const char *name)
 static int parse_opts(int argc, char **argv, struct cli *cli)
 {
     static const struct option longopts[] = {
-        {"quick", no_argument, NULL, 'q'},          {"json", required_argument, NULL, 'j'},
-        {"reps", required_argument, NULL, 'r'},     {"threads", required_argument, NULL, 't'},
-        {"scenario", required_argument, NULL, 's'}, {"out", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"quick", no_argument, NULL, 'q'},
+        {"json", required_argument, NULL, 'j'},
+        {"reps", required_argument, NULL, 'r'},
+        {"threads", required_argument, NULL, 't'},
+        {"scenario", required_argument, NULL, 's'},
+        {"out", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {"minutes", required_argument, NULL, 'm'},
+        {NULL, 0, NULL, 0},
     };
     int c, rc = 0;
 
@@ -152,6 +160,14 @@ static int parse_opts(int argc, char **argv, struct cli *cli)
                 return bad_arg("--out wants a directory, not", optarg);
             cli->opts.out_dir = optarg;
             break;
+        case 'm': {
+            char *end;
+            double m = strtod(optarg, &end);
+            if (end == optarg || *end || !(m > 0 && m <= 10080))
+                rc = bad_arg("--minutes wants a number of minutes (up to 10080), not", optarg);
+            cli->opts.minutes = m;
+            break;
+        }
         case 'h':
             usage(stdout);
             return 1;

@@ -129,11 +129,14 @@ static json_t *status_json(mm_server_t *s)
 {
     json_t *clients = clients_json(s); /* refreshes residency first */
     json_t *nodes = nodes_json(s);
-    return json_pack("{s:I, s:o, s:I, s:I, s:I, s:o, s:o*}", "capacity_bytes",
+    /* Clients of an earlier daemon still to reconnect: their granted bytes
+     * are in the totals (counted as held) until they do or are forgotten. */
+    return json_pack("{s:I, s:o, s:I, s:I, s:I, s:I, s:o, s:o*}", "capacity_bytes",
                      (json_int_t)s->capacity_bytes, "nodes", nodes, "granted_bytes",
                      (json_int_t)mm__total_granted(s), "resident_bytes",
                      (json_int_t)mm__total_resident(s), "client_count", (json_int_t)s->nclients,
-                     "clients", clients, "ladder", mm__ladder_json(&s->ladder));
+                     "recovering_clients", (json_int_t)s->nrecovering, "clients", clients, "ladder",
+                     mm__ladder_json(&s->ladder));
 }
 
 static json_t *error_json(const char *fmt, const char *arg)
@@ -244,6 +247,7 @@ static json_t *do_set(mm_server_t *s, char *who, char **save)
         c->pinned = !st.target_auto;
         c->pinned_bytes = st.target_auto ? 0 : st.target;
     }
+    (void)mm__state_save(s, c); /* a restarted daemon keeps the admin's word */
     log_info("client %u (%s): set min %llu MiB, max %llu MiB, weight %u, target %s", c->id, c->name,
              (unsigned long long)(min >> 20), (unsigned long long)(max >> 20), c->weight,
              c->pinned ? "pinned" : "auto");

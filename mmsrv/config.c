@@ -61,6 +61,12 @@ int mm__config_set(mm_server_config_t *cfg, const char *key, const char *value, 
         cfg->state_dir = value;
     } else if (strcmp(key, "swap-dir") == 0) {
         cfg->swap_dir = value;
+    } else if (strcmp(key, "grace") == 0) {
+        char *end;
+        unsigned long g = strtoul(value, &end, 10);
+        if (*value < '0' || *value > '9' || *end || g > 86400)
+            return fail(err, cap, "grace must be 0 to 86400 seconds, not '%s'", value);
+        cfg->grace_s = (uint32_t)g;
     } else if (strcmp(key, "admin-group") == 0) {
         struct group *g = getgrnam(value);
         if (!g)

@@ -42,8 +42,15 @@ typedef struct mm_watch {
 } mm_watch_t;
 
 /* GONE: removed from the registry, memory freed after an RCU grace period;
- * events already fetched for it are ignored. */
-enum mm_client_state { MM_CLIENT_CONNECTING, MM_CLIENT_REGISTERED, MM_CLIENT_GONE };
+ * events already fetched for it are ignored. RECOVERING: known from the
+ * state directory after a restart, waiting for its process to reconnect
+ * (restart.c); not in the registry, no fds but its pidfd. */
+enum mm_client_state {
+    MM_CLIENT_CONNECTING,
+    MM_CLIENT_REGISTERED,
+    MM_CLIENT_GONE,
+    MM_CLIENT_RECOVERING
+};
 
 typedef struct mm_host_client {
     struct cds_lfht_node node; /* in server.registry, keyed by id */
@@ -127,6 +134,14 @@ typedef struct mm_host_client {
     uint64_t baseline_discarded_bytes; /* punched for the driver, ever */
     uint64_t baseline_discard_ns;      /* time in those punches */
     uint64_t baseline_discards;        /* punch calls */
+    /* Restart (state.c, restart.c): what the record in the state directory
+     * identifies the client by, and whether it must be written again. */
+    uint64_t start_time; /* the process's start time, /proc/PID/stat field 22 */
+    uint64_t region_dev, region_ino, shared_dev, shared_ino;
+    bool state_dirty;           /* host bookkeeping changed since the last save */
+    bool swap_kept;             /* a swap store of an earlier daemon is to be reopened */
+    uint64_t grace_deadline_ns; /* RECOVERING: reconnect before this */
+    struct mm_host_client *next_recovering;
 
     /* Counters shown by mmctl. */
     uint64_t reclaimed_bytes_total; /* taken back by the host, ever */
@@ -149,6 +164,7 @@ typedef struct mm_server_config {
     uint32_t max_client_weight;    /* cap on a client's own weight request */
     int log_level;                 /* enum mm_log_level, or -1: unchanged */
     const char *config_path;       /* reloaded on SIGHUP, or NULL */
+    uint32_t grace_s;              /* a client of an earlier daemon has this long to reconnect */
     unsigned cli_keys;             /* reloadable keys the command line set (config.h) */
 } mm_server_config_t;
 
@@ -170,7 +186,9 @@ typedef struct mm_server {
     uint64_t ticks;
     bool stopping;
     struct mm_reclaim_pool *pool;
-    mm_ladder_t ladder; /* what each reclaim step did (status, metrics) */
+    mm_ladder_t ladder;           /* what each reclaim step did (status, metrics) */
+    mm_host_client_t *recovering; /* list of RECOVERING clients (loop thread) */
+    uint32_t nrecovering;
 } mm_server_t;
 
 /* paging.c: host paging, reclaim step 4. */
@@ -211,6 +229,17 @@ int mm__client_accept(mm_server_t *s, int sock);
 void mm__client_on_message(mm_server_t *s, mm_host_client_t *c);
 void mm__client_remove(mm_server_t *s, mm_host_client_t *c, const char *why);
 void mm__client_on_bell(mm_server_t *s, mm_host_client_t *c);
+/* A client whose region, shared state and client doorbell ends are in
+ * place goes live: its doorbell watched, registered, its record saved. */
+int mm__client_publish(mm_server_t *s, mm_host_client_t *c);
+/* Epoll watches of a client's fds (loop thread); unwatch also closes *fd
+ * and sets it to -1. */
+int mm__watch(mm_server_t *s, int fd, mm_watch_t *w, enum mm_watch_kind kind, mm_host_client_t *c);
+void mm__unwatch(mm_server_t *s, int *fd);
+/* An MM_MSG_ERROR to c, best effort. */
+void mm__send_error(mm_host_client_t *c, uint32_t seq, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void mm__close_client_bells(mm_host_client_t *c);
 /* Lookup by id (all digits) or name; inside rcu_read_lock, from any thread
  * registered with RCU. The client stays valid until rcu_read_unlock. */
 mm_host_client_t *mm__client_find(mm_server_t *s, const char *id_or_name);
@@ -277,6 +306,46 @@ int mm__baseline_message(mm_server_t *s, mm_host_client_t *c, const void *buf, i
  * driver's target. 0, or a negative errno with why (a line) filled. */
 int mm__baseline_set_target(mm_server_t *s, mm_host_client_t *c, uint32_t driver, uint64_t bytes,
                             char *why, size_t why_len);
+/* state.c: the host's bookkeeping of each client in STATE_DIR/clients, one
+ * record per client, replaced atomically (write, rename): what a restarted
+ * daemon trusts, never shared memory. */
+int mm__state_open(mm_server_t *s);
+/* Write c's record now. 0, or a negative errno (logged). */
+int mm__state_save(mm_server_t *s, mm_host_client_t *c);
+/* Remove c's record (the client is gone for good). */
+void mm__state_forget(mm_server_t *s, uint32_t id);
+/* Read every record into a new client in RECOVERING state; each is passed
+ * to add (a damaged or foreign record is refused with a log line and
+ * left in place, renamed to ID.bad). Returns the number read. */
+int mm__state_load(mm_server_t *s, void (*add)(mm_server_t *s, mm_host_client_t *c));
+/* Start time of pid from /proc/PID/stat (field 22), 0 if unreadable. */
+uint64_t mm__process_start_time(pid_t pid);
+
+/* restart.c: picking up where an earlier daemon left off. */
+/* At start-up: every client of the state directory waits for its process
+ * to reconnect; dead ones are cleaned up at once. */
+int mm__restart_recover(mm_server_t *s);
+/* A MM_MSG_RECONNECT on connection c (state CONNECTING), with its fds
+ * (ownership passes here). < 0: c is to be dropped (an error was sent). */
+int mm__restart_reconnect(mm_server_t *s, mm_host_client_t *c, const mm_msg_reconnect_t *m,
+                          int *fds, int nfds);
+/* Each tick: RECOVERING clients past their grace period are dropped. */
+void mm__restart_tick(mm_server_t *s);
+/* A RECOVERING client's process exited. */
+void mm__restart_client_died(mm_server_t *s, mm_host_client_t *c);
+/* Stop: clients still to reconnect are let go; their records stay for the
+ * next daemon. */
+void mm__restart_fini(mm_server_t *s);
+
+/* paging.c, for a restart: is fd a userfaultfd; take back a client's
+ * paging after a restart (its swap store reopened, faults answered again,
+ * writers an earlier daemon left waiting woken). */
+bool mm__paging_is_uffd(int fd);
+int mm__paging_resume(mm_server_t *s, mm_host_client_t *c, int uffd);
+/* The path of c's swap store. */
+void mm__paging_swap_path(mm_server_t *s, const mm_host_client_t *c, char *out, size_t cap);
+/* reclaim.c: re-punch reclaimed chunks the client touched (SEEK_DATA). */
+void mm__reclaim_check_touched(mm_host_client_t *c);
 
 /* admin.c */
 int mm__admin_accept(mm_server_t *s);

@@ -37,6 +37,8 @@ static void usage(FILE *out)
             "                       most a client may reserve for itself (default 0)\n"
             "  --max-client-weight N\n"
             "                       highest weight a client may ask for (default 100)\n"
+            "  --grace SECONDS      how long clients of an earlier daemon on the same\n"
+            "                       state directory have to reconnect (default 60)\n"
             "  --foreground         stay in the foreground\n"
             "  --log-level LEVEL    error, warn, info (default) or debug\n"
             "  --config FILE        settings file, key = value lines with the long\n"
@@ -89,6 +91,7 @@ static const struct option longopts[] = {{"socket", required_argument, 0, 0},
                                          {"idle-tax", required_argument, 0, 0},
                                          {"max-client-reservation", required_argument, 0, 0},
                                          {"max-client-weight", required_argument, 0, 0},
+                                         {"grace", required_argument, 0, 0},
                                          {"config", required_argument, 0, 'C'},
                                          {"foreground", no_argument, 0, 'f'},
                                          {"check-config", no_argument, 0, 'k'},
@@ -204,6 +207,7 @@ int main(int argc, char **argv)
     memset(&o, 0, sizeof o);
     o.cfg.idle_tax = MM_POLICY_IDLE_TAX;
     o.cfg.max_client_weight = 100;
+    o.cfg.grace_s = 60;
     o.cfg.log_level = -1;
     int rc = parse_args(argc, argv, &o);
     if (rc == 0)

@@ -57,7 +57,7 @@ static bool chunk_registered(const mm_host_client_t *c, uint32_t chunk)
 }
 
 /* Is fd a userfaultfd? Its /proc link names the anonymous inode. */
-static bool is_userfaultfd(int fd)
+bool mm__paging_is_uffd(int fd)
 {
     char path[64], target[64];
     snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
@@ -104,7 +104,7 @@ int mm__paging_offer(mm_server_t *s, mm_host_client_t *c, int uffd, uint64_t reg
     (void)s;
     if (c->uffd >= 0)
         return -EALREADY;
-    if (!is_userfaultfd(uffd))
+    if (!mm__paging_is_uffd(uffd))
         return -EBADF;
     if (region_addr + c->region_bytes < region_addr)
         return -EINVAL;
@@ -113,6 +113,7 @@ int mm__paging_offer(mm_server_t *s, mm_host_client_t *c, int uffd, uint64_t reg
         return -ENOMEM;
     c->uffd = uffd;
     c->region_addr = region_addr;
+    c->state_dirty = true;
     log_debug("client %u: offered host paging at %#llx", c->id, (unsigned long long)region_addr);
     return 0;
 }
@@ -127,6 +128,12 @@ static int host_fill(void *arg, uintptr_t addr, bool write)
     return mm__pager_fill(c->pager, c->region_addr + off, len, off / MM_FRAME_SIZE);
 }
 
+void mm__paging_swap_path(mm_server_t *s, const mm_host_client_t *c, char *out, size_t cap)
+{
+    const char *dir = s->cfg.swap_dir ? s->cfg.swap_dir : s->cfg.state_dir;
+    snprintf(out, cap, "%s/swap-%u", dir, c->id);
+}
+
 /* The client's swap store, made at its first forced step. */
 static int ensure_swap(mm_server_t *s, mm_host_client_t *c)
 {
@@ -134,7 +141,7 @@ static int ensure_swap(mm_server_t *s, mm_host_client_t *c)
         return 0;
     char path[4096];
     const char *dir = s->cfg.swap_dir ? s->cfg.swap_dir : s->cfg.state_dir;
-    snprintf(path, sizeof path, "%s/swap-%u", dir, c->id);
+    mm__paging_swap_path(s, c, path, sizeof path);
     uint64_t frames = c->region_bytes / MM_FRAME_SIZE;
     int err = mm__swap_open(path, frames, frames, &c->swap);
     if (err == -EXDEV)
@@ -238,6 +245,7 @@ static int freeze(mm_host_client_t *c)
     c->frozen = true;
     c->freeze_confirmed = false;
     c->freezes++;
+    c->state_dirty = true;
     log_warn("client %u (%s, pid %d): frozen (SIGSTOP) to page it out", c->id, c->name,
              (int)c->pid);
     return 0;
@@ -282,6 +290,7 @@ static void thaw(mm_host_client_t *c, const char *why)
     if (syscall(SYS_pidfd_send_signal, c->pidfd, SIGCONT, NULL, 0) < 0 && errno != ESRCH)
         log_error("client %u (%s): SIGCONT: %s", c->id, c->name, strerror(errno));
     c->frozen = false;
+    c->state_dirty = true;
     log_warn("client %u (%s): thawed (%s), %llu KiB put back", c->id, c->name, why,
              (unsigned long long)restored >> 10);
 }
@@ -318,7 +327,13 @@ uint64_t mm__paging_force(mm_server_t *s, mm_host_client_t *c, uint64_t bytes)
     if (c->state != MM_CLIENT_REGISTERED)
         return 0;
     if (!c->pager) {
-        if (c->uffd >= 0 && !region_mapped_at(c, c->region_addr, c->region_bytes))
+        /* /proc/PID/maps is not read atomically: a client mapping or
+         * unmapping elsewhere meanwhile can hide a line, so look again
+         * before concluding. */
+        bool mapped = c->uffd < 0;
+        for (int look = 0; look < 3 && !mapped; look++)
+            mapped = region_mapped_at(c, c->region_addr, c->region_bytes);
+        if (!mapped)
             refuse_uffd(c, "its region is not mapped where it said");
         int err = paging_start(s, c);
         if (err < 0 && c->uffd >= 0) {
@@ -346,6 +361,10 @@ uint64_t mm__paging_force(mm_server_t *s, mm_host_client_t *c, uint64_t bytes)
     size_t want = (size_t)((bytes + MM_CHUNK_SIZE - 1) / MM_CHUNK_SIZE);
     size_t n = pick_chunks(c, segs, want < MM_PAGER_MAX_SEGS ? want : MM_PAGER_MAX_SEGS);
     if (n == 0)
+        return 0;
+    /* A restarted daemon must know this client has pages in swap (and
+     * which chunks are registered, or frozen) before any is punched. */
+    if (mm__state_save(s, c) < 0)
         return 0;
     uint64_t paged = 0, t0 = mm__now_ns();
     int err = mm__pager_page_out_v(c->pager, c->region_fd, segs, n, false, punch_drop, c, &paged);
@@ -375,8 +394,10 @@ void mm__paging_forget_chunks(mm_host_client_t *c, uint32_t first, uint32_t n)
             continue;
         /* A failure leaves the chunk registered: slower, still correct. */
         if (mm__pager_unregister(c->pager, c->region_addr + (uint64_t)i * MM_CHUNK_SIZE,
-                                 MM_CHUNK_SIZE) == 0)
+                                 MM_CHUNK_SIZE) == 0) {
             c->paging_chunks[i / 64] &= ~(1ull << (i % 64));
+            c->state_dirty = true;
+        }
     }
 }
 
@@ -422,4 +443,69 @@ uint64_t mm__paging_paged_bytes(const mm_host_client_t *c)
     mm_swap_stats_t st;
     mm__swap_stats(c->swap, &st);
     return st.used * MM_FRAME_SIZE;
+}
+
+/*
+ * After a restart: the swap store an earlier daemon left is reopened (its
+ * durable index says which pages it holds). A copy of a page that is also
+ * in the region is from a page-out or a fill the crash cut short: the
+ * region's page is the live one, and the copy is dropped. With a
+ * userfaultfd, faults are answered again and every thread the earlier
+ * daemon left waiting (on a fault it read, or a write-protected page) is
+ * woken to fault anew; without one (a client that was frozen), every page
+ * is put back at once.
+ */
+int mm__paging_resume(mm_server_t *s, mm_host_client_t *c, int uffd)
+{
+    uint64_t frames = c->region_bytes / MM_FRAME_SIZE;
+    if (c->swap_kept && !c->swap) {
+        char path[4096];
+        mm__paging_swap_path(s, c, path, sizeof path);
+        int err = mm__swap_reopen(path, frames, frames, &c->swap);
+        if (err < 0) {
+            log_error("client %u (%s): its swap store %s cannot be reopened: %s; pages it held are "
+                      "lost to it",
+                      c->id, c->name, path, strerror(-err));
+            c->swap = NULL;
+        }
+    }
+    c->swap_kept = false;
+    for (uint64_t key = 0; c->swap && key < frames; key++)
+        if (mm__swap_has(c->swap, key) &&
+            mm__range_has_data(c->region_fd, key * MM_FRAME_SIZE, MM_FRAME_SIZE) > 0)
+            (void)mm__swap_drop(c->swap, key);
+    if (uffd < 0) {
+        uint64_t restored = restore_all(c);
+        if (restored)
+            log_info("client %u (%s): %llu KiB put back after the restart", c->id, c->name,
+                     (unsigned long long)restored >> 10);
+        c->state_dirty = true;
+        return 0;
+    }
+    c->uffd = uffd;
+    bool registered = false;
+    for (uint32_t i = 0; i < c->chunk_count && !registered; i++)
+        registered = chunk_registered(c, i);
+    if (!registered && !c->swap)
+        return 0; /* it never was paged: a pager starts at its first page-out */
+    int err = paging_start(s, c);
+    if (err < 0) {
+        log_error("client %u (%s): cannot answer its faults after the restart: %s", c->id, c->name,
+                  strerror(-err));
+        return err;
+    }
+    /* Registering again with the same userfaultfd is harmless, and makes
+     * the kernel agree with the record whatever the crash interrupted. */
+    for (uint32_t i = 0; i < c->chunk_count; i++) {
+        if (!chunk_registered(c, i))
+            continue;
+        uintptr_t at = c->region_addr + (uint64_t)i * MM_CHUNK_SIZE;
+        if (mm__pager_register(c->pager, at, MM_CHUNK_SIZE, true) < 0)
+            log_warn("client %u (%s): chunk %u cannot be registered again", c->id, c->name, i);
+        mm__pager_unprotect(c->pager, at, MM_CHUNK_SIZE);
+    }
+    /* Ignored on failure: a range with nobody waiting has nothing to wake. */
+    (void)mm__pager_wake(c->pager, c->region_addr, c->region_bytes);
+    c->state_dirty = true;
+    return 0;
 }

@@ -119,6 +119,10 @@ static uint32_t reclaim_scan(mm_ladder_t *l, mm_host_client_t *c, uint32_t want,
         punch_run(c, run_first, run_len);
     c->granted_chunks -= taken;
     c->reclaimed_bytes_total += (uint64_t)taken * MM_CHUNK_SIZE;
+    /* Saved by the next tick: until then the chunk words say RECLAIMED,
+     * which a restarted daemon also takes as taken back. */
+    if (taken)
+        c->state_dirty = true;
     if (kind == SCAN_DISCARDABLE)
         c->discarded_bytes_total += (uint64_t)taken * MM_CHUNK_SIZE;
     /* A scan that found nothing did no step's work: not an observation. */
@@ -262,6 +266,11 @@ static uint64_t sum_clients(mm_server_t *s, int pool, bool resident)
         if (pool == ANY_POOL || c->pool == pool)
             sum += resident ? c->resident_bytes : granted_of(c);
     }
+    /* Clients of an earlier daemon that have not reconnected yet still hold
+     * their memory: what they were granted is counted as held. */
+    for (mm_host_client_t *r = s->recovering; r; r = r->next_recovering)
+        if (pool == ANY_POOL || r->pool == pool)
+            sum += granted_of(r);
     return sum;
 }
 
@@ -434,10 +443,14 @@ static uint32_t reclaim_any(mm_server_t *s, mm_host_client_t *except, uint32_t n
 }
 
 /* Post one revocation of bytes to c, with reason. */
-static void post_revocation(mm_host_client_t *c, uint64_t bytes, uint32_t reason, uint64_t now)
+static void post_revocation(mm_server_t *s, mm_host_client_t *c, uint64_t bytes, uint32_t reason,
+                            uint64_t now)
 {
     mm_control_t *ctl = c->ctl;
     c->revoke_seq++;
+    /* Recorded before the client sees it, so that a restarted daemon never
+     * posts a number the client has answered already. */
+    (void)mm__state_save(s, c);
     c->revoke_bytes = bytes;
     c->revoke_posted_ns = now;
     c->progress_ns = now;
@@ -510,7 +523,7 @@ static void post_revocations(mm_server_t *s, mm_host_client_t *except, uint32_t 
         if (asked >= need && !c->pinned)
             continue;
         uint64_t bytes = held_of(c) - c->target_bytes;
-        post_revocation(c, bytes, reason, now);
+        post_revocation(s, c, bytes, reason, now);
         asked += bytes;
     }
     free(list);
@@ -525,7 +538,7 @@ void mm__reclaim_from(mm_server_t *s, mm_host_client_t *c, uint64_t bytes, uint6
     *asked = 0;
     if (got < want && !c->revoke_pending && !mm__is_baseline(c)) {
         *asked = (uint64_t)(want - got) * MM_CHUNK_SIZE;
-        post_revocation(c, *asked, MM_REVOKE_ADMIN, mm__now_ns());
+        post_revocation(s, c, *asked, MM_REVOKE_ADMIN, mm__now_ns());
     }
     mm__policy_update(s);
 }
@@ -590,11 +603,21 @@ int mm__install(mm_server_t *s, mm_host_client_t *c, uint32_t slot, const uint32
     for (uint32_t i = 0; i < n && k < grant; i++) {
         if (!host_reclaimed(c, chunks[i]))
             continue; /* already granted, or asked twice */
-        mm__frames_install(&c->frames, chunks[i], slot);
         host_set_reclaimed(c, chunks[i], false);
-        c->granted_chunks++;
         out[k++] = chunks[i];
     }
+    /* The grant is recorded before the client can use it: a restarted
+     * daemon then never takes back a chunk the client was given. A chunk
+     * recorded as granted whose word still says RECLAIMED (a crash in
+     * between) is taken back again at the restart: it is still free. */
+    if (k > 0 && mm__state_save(s, c) < 0) {
+        for (uint32_t i = 0; i < k; i++)
+            host_set_reclaimed(c, out[i], true);
+        return -EIO;
+    }
+    for (uint32_t i = 0; i < k; i++)
+        mm__frames_install(&c->frames, out[i], slot);
+    c->granted_chunks += k;
     /* The client populates what it was granted at once: count it resident
      * now, so that the next install does not hand out the same room; the
      * next refresh reads the kernel's own figure. */
@@ -615,7 +638,7 @@ int mm__install(mm_server_t *s, mm_host_client_t *c, uint32_t slot, const uint32
 
 /* Reclaimed chunks the client touched anyway: re-punch them, count them, and
  * put back any chunk word it rewrote. One SEEK_DATA per reclaimed run. */
-static void find_touched(mm_host_client_t *c)
+void mm__reclaim_check_touched(mm_host_client_t *c)
 {
     uint32_t rewritten = 0, touched = 0;
     for (uint32_t i = 0; i < c->chunk_count;) {
@@ -727,13 +750,16 @@ void mm__reclaim_tick(mm_server_t *s)
         if ((c->id + s->ticks) % REFRESH_TICKS == 0) {
             mm__refresh_resident(c);
             mm__refresh_idle(c);
-            find_touched(c);
+            mm__reclaim_check_touched(c);
         } else if (c->resident_bytes > granted_of(c)) {
             /* More resident than granted (seen by any refresh, the admin's
              * included) can only be a touched reclaimed chunk: look now. */
-            find_touched(c);
+            mm__reclaim_check_touched(c);
         }
+        if (c->state_dirty)
+            (void)mm__state_save(s, c);
     }
+    mm__restart_tick(s);
     if (excess_chunks(s) > 0 || any_actionable_over_target(s))
         mm__reclaim(s);
     force_revocation(s);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon.h"
@@ -54,6 +55,7 @@ static void free_client(struct rcu_head *head)
     mm_host_client_t *c = caa_container_of(head, mm_host_client_t, rcu);
     free(c->reclaimed);
     mm__baseline_fini(c);
+    free(c->paging_chunks);
     free(c);
 }
 
@@ -67,11 +69,25 @@ void mm__registry_fini(mm_server_t *s)
     for_each_client(s, iter, c)
     {
         /* On shutdown the clients keep their memory: their mappings hold
-         * it, and a later daemon takes them back (see docs). */
+         * it, and a later daemon takes them back (restart.c). What was in
+         * flight is finished first (paged pages put back, frozen clients
+         * thawed), so the record left behind is the whole truth. */
         cds_lfht_del(s->registry, &c->node);
         mm__paging_shutdown(s, c);
-        close(c->region_fd);
-        close(c->shared_fd);
+        (void)mm__state_save(s, c);
+        if (c->sock >= 0) {
+            /* Best effort: a client that misses it sees the hangup. */
+            mm_msg_stopping_t m;
+            mm__msg_init(&m.hdr, MM_MSG_STOPPING, sizeof m, 0);
+            (void)mm__send_msg(c->sock, &m, sizeof m, NULL, 0);
+        }
+        if (c->shared)
+            munmap(c->shared, c->shared_bytes);
+        int fds[] = {c->region_fd, c->shared_fd,      c->sock,
+                     c->pidfd,     c->bell_to_client, c->bell_to_host};
+        for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
         call_rcu(&c->rcu, free_client);
     }
     rcu_read_unlock();
@@ -118,15 +134,14 @@ mm_host_client_t *mm__client_find(mm_server_t *s, const char *key)
     return NULL;
 }
 
-static int watch(mm_server_t *s, int fd, mm_watch_t *w, enum mm_watch_kind kind,
-                 mm_host_client_t *c)
+int mm__watch(mm_server_t *s, int fd, mm_watch_t *w, enum mm_watch_kind kind, mm_host_client_t *c)
 {
     *w = (mm_watch_t){kind, c};
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = w};
     return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
-static void unwatch(mm_server_t *s, int *fd)
+void mm__unwatch(mm_server_t *s, int *fd)
 {
     if (*fd < 0)
         return;
@@ -152,12 +167,12 @@ int mm__client_accept(mm_server_t *s, int sock)
     }
     c->id = s->next_id++;
     c->state = MM_CLIENT_CONNECTING;
-    err = watch(s, sock, &c->w_sock, MM_WATCH_CLIENT_SOCK, c);
+    err = mm__watch(s, sock, &c->w_sock, MM_WATCH_CLIENT_SOCK, c);
     if (err == 0)
-        err = watch(s, c->pidfd, &c->w_pid, MM_WATCH_CLIENT_PID, c);
+        err = mm__watch(s, c->pidfd, &c->w_pid, MM_WATCH_CLIENT_PID, c);
     if (err < 0) {
         c->sock = -1; /* the caller closes it */
-        unwatch(s, &c->pidfd);
+        mm__unwatch(s, &c->pidfd);
         free(c);
         return err;
     }
@@ -165,7 +180,7 @@ int mm__client_accept(mm_server_t *s, int sock)
     return 0;
 }
 
-static void send_error(mm_host_client_t *c, uint32_t seq, int status, const char *fmt, ...)
+void mm__send_error(mm_host_client_t *c, uint32_t seq, int status, const char *fmt, ...)
 {
     mm_msg_error_t e = {0};
     mm__msg_init(&e.hdr, MM_MSG_ERROR, sizeof e, seq);
@@ -178,7 +193,7 @@ static void send_error(mm_host_client_t *c, uint32_t seq, int status, const char
     (void)mm__send_msg(c->sock, &e, sizeof e, NULL, 0);
 }
 
-static void close_client_bells(mm_host_client_t *c)
+void mm__close_client_bells(mm_host_client_t *c)
 {
     for (int i = 0; i < 2; i++)
         if (c->client_bells[i] >= 0) {
@@ -191,14 +206,19 @@ void mm__client_remove(mm_server_t *s, mm_host_client_t *c, const char *why)
 {
     if (c->state == MM_CLIENT_GONE)
         return;
+    if (c->state == MM_CLIENT_RECOVERING) {
+        mm__restart_client_died(s, c);
+        return;
+    }
     bool registered = c->state == MM_CLIENT_REGISTERED;
     log_info("client %u (%s, pid %d): removed: %s", c->id, c->name[0] ? c->name : "-", (int)c->pid,
              why);
-    unwatch(s, &c->sock);
-    unwatch(s, &c->pidfd);
-    unwatch(s, &c->bell_to_host);
+    mm__unwatch(s, &c->sock);
+    mm__unwatch(s, &c->pidfd);
+    mm__unwatch(s, &c->bell_to_host);
     mm__paging_release(s, c);
     if (registered) {
+        mm__state_forget(s, c->id);
         /* Its memory returns to the pool at once. */
         int err = mm__punch(c->region_fd, 0, c->region_bytes);
         if (err < 0)
@@ -210,7 +230,7 @@ void mm__client_remove(mm_server_t *s, mm_host_client_t *c, const char *why)
     for (size_t i = 0; i < 3; i++)
         if (fds[i] >= 0)
             close(fds[i]);
-    close_client_bells(c);
+    mm__close_client_bells(c);
     c->state = MM_CLIENT_GONE;
     if (registered)
         mm__registry_del(s, c);
@@ -239,6 +259,14 @@ static int create_memory(mm_host_client_t *c)
         return -errno;
     }
     c->ctl = c->shared;
+    struct stat rst, sst;
+    if (fstat(c->region_fd, &rst) < 0 || fstat(c->shared_fd, &sst) < 0)
+        return -errno;
+    /* What a restarted daemon checks the fds the client brings back by. */
+    c->region_dev = rst.st_dev;
+    c->region_ino = rst.st_ino;
+    c->shared_dev = sst.st_dev;
+    c->shared_ino = sst.st_ino;
     mm__frames_format(c->shared, c->region_bytes, c->chunk_count);
     int err = mm__frames_view(&c->frames, c->shared, c->shared_bytes, c->region_bytes);
     if (err < 0)
@@ -299,7 +327,7 @@ static int bind_region(mm_server_t *s, mm_host_client_t *c)
 static int handle_hello(mm_server_t *s, mm_host_client_t *c, const mm_msg_hello_t *m)
 {
     if (m->max_bytes % MM_CHUNK_SIZE) {
-        send_error(c, m->hdr.seq, -EINVAL, "max_bytes must be a multiple of 2 MiB");
+        mm__send_error(c, m->hdr.seq, -EINVAL, "max_bytes must be a multiple of 2 MiB");
         return -EINVAL;
     }
     memcpy(c->name, m->name, sizeof c->name);
@@ -314,7 +342,7 @@ static int handle_hello(mm_server_t *s, mm_host_client_t *c, const mm_msg_hello_
     c->weight = m->weight < s->cfg.max_client_weight ? m->weight : s->cfg.max_client_weight;
     int err = choose_pool(s, c, m->numa_node);
     if (err < 0) {
-        send_error(c, m->hdr.seq, err, "no NUMA node %d with memory here", m->numa_node);
+        mm__send_error(c, m->hdr.seq, err, "no NUMA node %d with memory here", m->numa_node);
         return err;
     }
     err = create_memory(c);
@@ -324,7 +352,7 @@ static int handle_hello(mm_server_t *s, mm_host_client_t *c, const mm_msg_hello_
         err = bind_region(s, c);
     if (err < 0) {
         log_warn("client %u: cannot create its memory: %s", c->id, strerror(-err));
-        send_error(c, m->hdr.seq, err, "cannot create the region: %s", strerror(-err));
+        mm__send_error(c, m->hdr.seq, err, "cannot create the region: %s", strerror(-err));
         return err;
     }
     mm_msg_hello_reply_t r = {0};
@@ -335,28 +363,40 @@ static int handle_hello(mm_server_t *s, mm_host_client_t *c, const mm_msg_hello_
     r.chunk_count = c->chunk_count;
     int fds[MM_FD_COUNT] = {c->region_fd, c->shared_fd, c->client_bells[0], c->client_bells[1]};
     err = mm__send_msg(c->sock, &r, sizeof r, fds, MM_FD_COUNT);
-    close_client_bells(c); /* the client holds them now */
+    mm__close_client_bells(c); /* the client holds them now */
     if (err == 0)
-        err = watch(s, c->bell_to_host, &c->w_bell, MM_WATCH_CLIENT_BELL, c);
+        err = mm__client_publish(s, c);
     if (err < 0)
         return err;
-    c->state = MM_CLIENT_REGISTERED;
-    mm__registry_add(s, c);
     log_info("client %u (%s, pid %d): registered, region %llu MiB, driver %s", c->id, c->name,
              (int)c->pid, (unsigned long long)(c->region_bytes >> 20), mm__driver_name(c->driver));
     mm__policy_update(s);
     return 0;
 }
 
+int mm__client_publish(mm_server_t *s, mm_host_client_t *c)
+{
+    int err = mm__watch(s, c->bell_to_host, &c->w_bell, MM_WATCH_CLIENT_BELL, c);
+    if (err < 0)
+        return err;
+    c->start_time = mm__process_start_time(c->pid);
+    c->state = MM_CLIENT_REGISTERED;
+    mm__registry_add(s, c);
+    /* A client without a record would be lost to a restarted daemon. */
+    if (mm__state_save(s, c) < 0)
+        log_warn("client %u (%s): not recoverable after a daemon restart", c->id, c->name);
+    return 0;
+}
+
 static int handle_install(mm_server_t *s, mm_host_client_t *c, const mm_msg_install_t *m)
 {
     if (m->slot > MM_RESERVER_SLOTS) {
-        send_error(c, m->hdr.seq, -EINVAL, "reservation slot %u out of range", m->slot);
+        mm__send_error(c, m->hdr.seq, -EINVAL, "reservation slot %u out of range", m->slot);
         return 0;
     }
     for (uint32_t i = 0; i < m->count; i++) {
         if (m->chunks[i] >= c->chunk_count) {
-            send_error(c, m->hdr.seq, -EINVAL, "chunk %u outside the region", m->chunks[i]);
+            mm__send_error(c, m->hdr.seq, -EINVAL, "chunk %u outside the region", m->chunks[i]);
             return 0;
         }
     }
@@ -395,7 +435,7 @@ static int handle_message(mm_server_t *s, mm_host_client_t *c, const void *buf, 
     default:
         break;
     }
-    send_error(c, hdr->seq, -EPROTO, "unexpected %s message", mm__msg_type_name(hdr->type));
+    mm__send_error(c, hdr->seq, -EPROTO, "unexpected %s message", mm__msg_type_name(hdr->type));
     return -EPROTO;
 }
 
@@ -408,18 +448,18 @@ static void on_hangup(mm_server_t *s, mm_host_client_t *c)
         return;
     }
     log_info("client %u (%s): socket closed; kept until its process exits", c->id, c->name);
-    unwatch(s, &c->sock);
+    mm__unwatch(s, &c->sock);
 }
 
 static void reject(mm_server_t *s, mm_host_client_t *c, const void *buf, size_t len, int err)
 {
     const mm_msg_hdr_t *hdr = buf;
     if (err == -EPROTONOSUPPORT)
-        send_error(c, hdr->seq, err, "mmsrv speaks protocol version %u; the client sent %u",
-                   MM_PROTO_VERSION, hdr->version);
+        mm__send_error(c, hdr->seq, err, "mmsrv speaks protocol version %u; the client sent %u",
+                       MM_PROTO_VERSION, hdr->version);
     else
-        send_error(c, len >= sizeof *hdr ? hdr->seq : 0, err, "malformed message: %s",
-                   strerror(-err));
+        mm__send_error(c, len >= sizeof *hdr ? hdr->seq : 0, err, "malformed message: %s",
+                       strerror(-err));
     char why[96];
     snprintf(why, sizeof why, "bad message (%s)", strerror(-err));
     mm__client_remove(s, c, why);
@@ -444,14 +484,15 @@ void mm__client_on_message(mm_server_t *s, mm_host_client_t *c)
         uint8_t buf[MM_MSG_MAX_BYTES];
     } u;
     for (int i = 0; i < MESSAGES_PER_EVENT && c->state != MM_CLIENT_GONE && c->sock >= 0; i++) {
-        int fds[1], nfds = 0;
-        /* Only a paging offer carries an fd (one): any other is closed. */
-        ssize_t n = mm__recv_msg(c->sock, u.buf, sizeof u.buf, fds, 1, &nfds);
+        int fds[3], nfds = 0;
+        /* A paging offer carries one fd, a reconnect two or three; a
+         * message with others is refused and its fds closed. */
+        ssize_t n = mm__recv_msg(c->sock, u.buf, sizeof u.buf, fds, 3, &nfds);
         if (n == -EAGAIN)
             return;
         if (n == 0 || n == -ECONNRESET) {
-            if (n == 0 && nfds > 0)
-                close(fds[0]);
+            for (int k = 0; n == 0 && k < nfds; k++)
+                close(fds[k]);
             on_hangup(s, c);
             return;
         }
@@ -461,13 +502,30 @@ void mm__client_on_message(mm_server_t *s, mm_host_client_t *c)
             return;
         }
         int type = mm__msg_check(u.buf, (size_t)n);
-        if (type >= 0 && (nfds > 0) != (type == MM_MSG_PAGING))
+        int want = type == MM_MSG_PAGING ? 1
+                   : type == MM_MSG_RECONNECT
+                       ? 2 + (int)(((const mm_msg_reconnect_t *)u.buf)->flags & MM_RECONNECT_UFFD)
+                       : 0;
+        if (type >= 0 && nfds != want)
             type = -EBADMSG; /* an fd where none belongs, or none where one does */
         if (type < 0) {
-            if (nfds > 0)
-                close(fds[0]);
+            for (int k = 0; k < nfds; k++)
+                close(fds[k]);
             reject(s, c, u.buf, (size_t)n, type);
             return;
+        }
+        if (type == MM_MSG_RECONNECT) {
+            if (c->state != MM_CLIENT_CONNECTING) {
+                for (int k = 0; k < nfds; k++)
+                    close(fds[k]);
+                reject(s, c, u.buf, (size_t)n, -EPROTO);
+                return;
+            }
+            if (mm__restart_reconnect(s, c, (const mm_msg_reconnect_t *)u.buf, fds, nfds) < 0) {
+                mm__client_remove(s, c, "reconnect refused");
+                return;
+            }
+            continue;
         }
         if (type == MM_MSG_PAGING) {
             on_paging_offer(s, c, (const mm_msg_paging_t *)u.buf, fds[0]);

@@ -87,9 +87,6 @@ static int listen_at(const char *path, int type, mode_t mode, gid_t gid, bool se
 
 static int open_fds(mm_server_t *s)
 {
-    s->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (s->epfd < 0)
-        return -errno;
     /* Any local user may be a client; the admin socket is root's and the
      * admin group's (checked again per connection from SO_PEERCRED). */
     s->listen_fd = listen_at(s->cfg.socket_path, SOCK_SEQPACKET, 0666, 0, false);
@@ -144,6 +141,13 @@ int mm__server_init(mm_server_t *s, const mm_server_config_t *cfg)
     int err = lock_state_dir(s);
     if (err == 0)
         err = mm__registry_init(s);
+    if (err == 0) {
+        s->epfd = epoll_create1(EPOLL_CLOEXEC);
+        err = s->epfd < 0 ? -errno : 0;
+    }
+    /* Clients of an earlier daemon are known before anyone can connect. */
+    if (err == 0)
+        err = mm__restart_recover(s);
     if (err == 0)
         err = open_fds(s);
     if (err == 0)
@@ -269,6 +273,7 @@ int mm__server_run(mm_server_t *s, int ready_fd)
 void mm__server_fini(mm_server_t *s)
 {
     mm__reclaim_pool_stop(s);
+    mm__restart_fini(s);
     mm__registry_fini(s);
     int fds[] = {s->listen_fd, s->admin_fd, s->timer_fd, s->signal_fd, s->epfd};
     for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)

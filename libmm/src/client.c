@@ -8,19 +8,35 @@
  * Locks: sock_lock serialises request/reply round trips on the socket;
  * dispatch_lock lets one thread at a time answer the host. Allocation and
  * free take no lock.
+ *
+ * Daemon restarts: one keeper thread per process (started with the first
+ * client) watches every client's socket for a hangup. When the daemon dies
+ * the client runs on what it has (mappings, allocator state, its own
+ * userfaultfd) and the keeper tries every RETRY_MS to reconnect to a daemon
+ * on the same socket path, re-sending the region, shared-state and
+ * userfaultfd fds (MM_MSG_RECONNECT). The new socket and doorbells are put
+ * in place with dup3() over the old fd numbers, so that mm_client_fd() and
+ * a caller's poll set stay valid. A daemon that refuses (its record of the
+ * client is gone, or the grace period passed) ends the attempts: the client
+ * keeps running, unmanaged. Lock order: keeper.lock, then sock_lock.
  */
 #include <mm/mm.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -55,6 +71,13 @@ struct mm_client {
     bool populate; /* populate installed chunks (not MM_CLIENT_NO_POPULATE) */
     pthread_t thread;
     _Atomic uint32_t next_slot;
+    /* Restart handling (keeper, below); guarded by keeper.lock. */
+    char *socket_path;
+    struct mm_client *keeper_next;
+    _Atomic bool connected; /* false from a hangup to a reconnect */
+    _Atomic bool stopping;  /* the background thread is to exit */
+    int reconnect_status;   /* 0, or why the last daemon refused us */
+    _Atomic uint64_t reconnects;
 };
 
 /* Each thread's reservation, for the one client it used last. */
@@ -230,11 +253,241 @@ static void *answer_thread(void *arg)
     for (;;) {
         if (poll(p, 2, -1) < 0)
             continue; /* EINTR: poll again */
-        if (p[1].revents)
-            return NULL;
+        if (p[1].revents) {
+            /* A stop, or a kick after a reconnect replaced the doorbell
+             * (this poll may still have watched the old one). */
+            (void)mm__doorbell_drain(c->stop_fd);
+            if (atomic_load(&c->stopping))
+                return NULL;
+            continue;
+        }
         if (p[0].revents)
             mm_client_dispatch(c);
     }
+}
+
+/* ---- Keeper: noticing a daemon's death and reconnecting ----------------- */
+
+#define RETRY_MS          200
+#define RECONNECT_WAIT_MS 5000
+
+static struct {
+    pthread_mutex_t lock; /* guards everything here and clients' keeper fields */
+    bool started;
+    int epfd;  /* every connected client's socket, for EPOLLHUP */
+    int timer; /* ticks while a client waits to reconnect */
+    mm_client_t *clients;
+    unsigned waiting; /* clients not connected that still try */
+    pthread_t thread;
+} keeper = {.lock = PTHREAD_MUTEX_INITIALIZER, .epfd = -1, .timer = -1};
+
+/* The open client with this instance number, or NULL (closed meanwhile:
+ * events name clients by instance, never by an address a later client
+ * may get). */
+static mm_client_t *keeper_find(uint64_t instance)
+{
+    for (mm_client_t *k = keeper.clients; k; k = k->keeper_next)
+        if (k->instance == instance)
+            return k;
+    return NULL;
+}
+
+static void keeper_arm(bool on)
+{
+    struct itimerspec its = {0};
+    if (on)
+        its.it_interval.tv_nsec = its.it_value.tv_nsec = RETRY_MS * 1000000L;
+    (void)timerfd_settime(keeper.timer, 0, &its, NULL); /* cannot fail on a valid fd */
+}
+
+/* Install fd over the number old holds (close-on-exec kept), and close fd. */
+static int replace_fd(int fd, int old)
+{
+    int err = dup3(fd, old, O_CLOEXEC) < 0 ? -errno : 0;
+    close(fd);
+    return err;
+}
+
+/* One attempt: 0 reconnected; -EAGAIN no daemon yet (try again); else the
+ * daemon refused (the attempts end). keeper.lock held. */
+static int try_reconnect(mm_client_t *c)
+{
+    int s = connect_socket(c->socket_path);
+    if (s < 0)
+        return -EAGAIN;
+    struct timeval tv = {RECONNECT_WAIT_MS / 1000, 0};
+    (void)setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv); /* best effort */
+    mm_msg_reconnect_t m = {
+        .client_id = c->id,
+        .flags = c->uffd >= 0 ? MM_RECONNECT_UFFD : 0,
+        .region_addr = (uintptr_t)c->base,
+        .region_bytes = c->region_bytes,
+        .shared_bytes = c->shared_bytes,
+    };
+    mm__msg_init(&m.hdr, MM_MSG_RECONNECT, sizeof m, 1);
+    int fds[3] = {c->fds[MM_FD_REGION], c->fds[MM_FD_SHARED], c->uffd};
+    union {
+        mm_msg_reconnect_reply_t r;
+        mm_msg_error_t e;
+        uint8_t buf[MM_MSG_MAX_BYTES];
+    } u;
+    int got[2], nfds = 0;
+    int err = mm__send_msg(s, &m, sizeof m, fds, c->uffd >= 0 ? 3 : 2);
+    ssize_t n = err < 0 ? err : mm__recv_msg(s, u.buf, sizeof u.buf, got, 2, &nfds);
+    int type = n > 0 ? mm__msg_check(u.buf, (size_t)n) : -EAGAIN;
+    if (type == MM_MSG_RECONNECT_REPLY && nfds == 2) {
+        err = replace_fd(got[0], c->fds[MM_FD_DOORBELL_TO_CLIENT]);
+        int err2 = replace_fd(got[1], c->fds[MM_FD_DOORBELL_TO_HOST]);
+        pthread_mutex_lock(&c->sock_lock);
+        int err3 = replace_fd(s, c->sock);
+        pthread_mutex_unlock(&c->sock_lock);
+        if (err == 0)
+            err = err2 ? err2 : err3;
+        if (err == 0 && c->has_thread)
+            (void)mm__doorbell_ring(c->stop_fd); /* poll the new doorbell */
+        return err;
+    }
+    for (int i = 0; i < nfds; i++)
+        close(got[i]);
+    close(s);
+    /* Refused for good only when the daemon said so. */
+    return type == MM_MSG_ERROR ? (u.e.status < 0 ? u.e.status : -EPROTO) : -EAGAIN;
+}
+
+static void keeper_watch(mm_client_t *c)
+{
+    /* No events asked: a hangup and an error are always reported. */
+    struct epoll_event ev = {.events = 0, .data.u64 = c->instance};
+    (void)epoll_ctl(keeper.epfd, EPOLL_CTL_ADD, c->sock, &ev); /* fails only without memory */
+}
+
+/* Retry every waiting client; keeper.lock held. */
+static void keeper_retry(void)
+{
+    for (mm_client_t *c = keeper.clients; c; c = c->keeper_next) {
+        if (atomic_load(&c->connected) || c->reconnect_status)
+            continue;
+        int err = try_reconnect(c);
+        if (err == -EAGAIN)
+            continue;
+        keeper.waiting--;
+        if (err < 0) {
+            c->reconnect_status = err;
+            continue;
+        }
+        atomic_store(&c->connected, true);
+        atomic_fetch_add(&c->reconnects, 1);
+        keeper_watch(c);
+    }
+    if (keeper.waiting == 0)
+        keeper_arm(false);
+}
+
+static void *keeper_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        struct epoll_event ev[16];
+        int n = epoll_wait(keeper.epfd, ev, 16, -1);
+        pthread_mutex_lock(&keeper.lock);
+        for (int i = 0; i < n; i++) {
+            if (ev[i].data.u64 == 0) { /* the timer */
+                uint64_t ticks;
+                if (read(keeper.timer, &ticks, sizeof ticks) > 0)
+                    keeper_retry();
+                continue;
+            }
+            /* Closed meanwhile, or already seen: nothing to do. */
+            mm_client_t *c = keeper_find(ev[i].data.u64);
+            if (!c || !atomic_load(&c->connected))
+                continue;
+            (void)epoll_ctl(keeper.epfd, EPOLL_CTL_DEL, c->sock, NULL);
+            atomic_store(&c->connected, false);
+            keeper.waiting++;
+            keeper_arm(true);
+        }
+        pthread_mutex_unlock(&keeper.lock);
+    }
+    return NULL;
+}
+
+/* A forked child has no keeper thread, and the parent's clients are not
+ * its own (their mappings are MADV_DONTFORK): it starts afresh. */
+static void keeper_forget_in_child(void)
+{
+    if (keeper.epfd >= 0)
+        close(keeper.epfd);
+    if (keeper.timer >= 0)
+        close(keeper.timer);
+    keeper.epfd = keeper.timer = -1;
+    keeper.clients = NULL;
+    keeper.waiting = 0;
+    keeper.started = false;
+    pthread_mutex_init(&keeper.lock, NULL);
+}
+
+/* Start the keeper (once per process). keeper.lock held. */
+static int keeper_start(void)
+{
+    static bool atfork;
+    if (!atfork && pthread_atfork(NULL, NULL, keeper_forget_in_child) == 0)
+        atfork = true;
+    if (keeper.started)
+        return 0;
+    keeper.epfd = epoll_create1(EPOLL_CLOEXEC);
+    keeper.timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0}; /* instances start at 1 */
+    int err = keeper.epfd < 0 || keeper.timer < 0 ? -errno : 0;
+    if (err == 0 && epoll_ctl(keeper.epfd, EPOLL_CTL_ADD, keeper.timer, &ev) < 0)
+        err = -errno;
+    if (err == 0) {
+        /* Block every signal in the keeper: they are the caller's. */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        err = -pthread_create(&keeper.thread, NULL, keeper_main, NULL);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    if (err == 0) {
+        pthread_detach(keeper.thread); /* lives as long as the process */
+        keeper.started = true;
+        return 0;
+    }
+    if (keeper.epfd >= 0)
+        close(keeper.epfd);
+    if (keeper.timer >= 0)
+        close(keeper.timer);
+    keeper.epfd = keeper.timer = -1;
+    return err;
+}
+
+static int keeper_add(mm_client_t *c)
+{
+    pthread_mutex_lock(&keeper.lock);
+    int err = keeper_start();
+    if (err == 0) {
+        c->keeper_next = keeper.clients;
+        keeper.clients = c;
+        atomic_store(&c->connected, true);
+        keeper_watch(c);
+    }
+    pthread_mutex_unlock(&keeper.lock);
+    return err;
+}
+
+static void keeper_remove(mm_client_t *c)
+{
+    pthread_mutex_lock(&keeper.lock);
+    for (mm_client_t **p = &keeper.clients; *p; p = &(*p)->keeper_next)
+        if (*p == c) {
+            *p = c->keeper_next;
+            if (atomic_load(&c->connected))
+                (void)epoll_ctl(keeper.epfd, EPOLL_CTL_DEL, c->sock, NULL);
+            else if (!c->reconnect_status)
+                keeper.waiting--;
+            break;
+        }
+    pthread_mutex_unlock(&keeper.lock);
 }
 
 static void release_client(mm_client_t *c)
@@ -252,6 +505,7 @@ static void release_client(mm_client_t *c)
         close(c->uffd);
     if (c->sock >= 0)
         close(c->sock);
+    free(c->socket_path);
     pthread_mutex_destroy(&c->sock_lock);
     pthread_mutex_destroy(&c->dispatch_lock);
     free(c);
@@ -300,7 +554,8 @@ MM_EXPORT int mm_client_open(const char *socket_path, const mm_client_opts_t *op
     c->revoke_arg = opts->revoke_arg;
     c->populate = !(opts->flags & MM_CLIENT_NO_POPULATE);
 
-    int err = connect_socket(socket_path ? socket_path : mm_default_socket());
+    c->socket_path = strdup(socket_path ? socket_path : mm_default_socket());
+    int err = c->socket_path ? connect_socket(c->socket_path) : -ENOMEM;
     if (err >= 0) {
         c->sock = err;
         err = hello(c, opts);
@@ -314,7 +569,14 @@ MM_EXPORT int mm_client_open(const char *socket_path, const mm_client_opts_t *op
         err = c->stop_fd < 0 ? c->stop_fd : -pthread_create(&c->thread, NULL, answer_thread, c);
         c->has_thread = err == 0;
     }
+    if (err >= 0)
+        err = keeper_add(c);
     if (err < 0) {
+        if (c->has_thread) {
+            atomic_store(&c->stopping, true);
+            mm__doorbell_ring(c->stop_fd);
+            pthread_join(c->thread, NULL);
+        }
         release_client(c);
         return err;
     }
@@ -326,7 +588,9 @@ MM_EXPORT void mm_client_close(mm_client_t *c)
 {
     if (!c)
         return;
+    keeper_remove(c);
     if (c->has_thread) {
+        atomic_store(&c->stopping, true);
         mm__doorbell_ring(c->stop_fd);
         pthread_join(c->thread, NULL);
     }
@@ -671,13 +935,15 @@ MM_EXPORT int mm_report(mm_client_t *c, const mm_usage_t *u)
         atomic_store_explicit(&ctl->cost_ns_per_mib, u->cost_ns_per_mib, memory_order_relaxed);
     }
     atomic_fetch_add_explicit(&ctl->report_seq, 1, memory_order_release);
-    return mm__doorbell_ring(c->fds[MM_FD_DOORBELL_TO_HOST]);
+    err = mm__doorbell_ring(c->fds[MM_FD_DOORBELL_TO_HOST]);
+    /* Without a daemon the report waits in shared memory for the next one. */
+    return atomic_load(&c->connected) ? err : 0;
 }
 
 MM_EXPORT int mm_client_dispatch(mm_client_t *c)
 {
     int err = mm__doorbell_drain(c->fds[MM_FD_DOORBELL_TO_CLIENT]);
-    if (err < 0)
+    if (err < 0 && atomic_load(&c->connected))
         return err;
     pthread_mutex_lock(&c->dispatch_lock);
     mm_control_t *ctl = c->ctl;
@@ -694,6 +960,8 @@ MM_EXPORT int mm_client_dispatch(mm_client_t *c)
         atomic_store_explicit(&ctl->ack_bytes, given, memory_order_relaxed);
         atomic_store_explicit(&ctl->ack_seq, seq, memory_order_release);
         err = mm__doorbell_ring(c->fds[MM_FD_DOORBELL_TO_HOST]);
+        if (!atomic_load(&c->connected))
+            err = 0; /* the answer waits in shared memory */
     }
     if (c->on_bell)
         c->on_bell(c->bell_arg);
@@ -726,4 +994,19 @@ int mm__client_call(mm_client_t *c, mm_msg_hdr_t *req, void *reply, uint16_t wan
     int err = round_trip(c, req, reply, want, NULL, NULL);
     pthread_mutex_unlock(&c->sock_lock);
     return err;
+}
+
+MM_EXPORT int mm_client_connected(mm_client_t *c)
+{
+    if (atomic_load(&c->connected))
+        return 1;
+    pthread_mutex_lock(&keeper.lock);
+    int status = c->reconnect_status;
+    pthread_mutex_unlock(&keeper.lock);
+    return status < 0 ? status : 0;
+}
+
+MM_EXPORT uint64_t mm_client_reconnects(mm_client_t *c)
+{
+    return atomic_load(&c->reconnects);
 }

@@ -195,6 +195,32 @@ static void free_store(mm_swap_t *s)
     free(s);
 }
 
+/* Memory for a store of slots pages and keys below max_keys, with its two
+ * paths; files not open yet. */
+static mm_swap_t *alloc_store(const char *path, uint64_t slots, uint64_t max_keys)
+{
+    mm_swap_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->data_fd = -1;
+    s->idx_fd = -1;
+    s->slots = slots;
+    s->max_keys = max_keys;
+    size_t len = strlen(path);
+    s->data_path = strdup(path);
+    s->idx_path = malloc(len + sizeof IDX_SUFFIX);
+    s->key_slot = calloc(max_keys, sizeof *s->key_slot);
+    s->slot = calloc(slots, sizeof *s->slot);
+    s->free_stack = calloc(slots, sizeof *s->free_stack);
+    if (!s->data_path || !s->idx_path || !s->key_slot || !s->slot || !s->free_stack) {
+        free_store(s);
+        return NULL;
+    }
+    memcpy(s->idx_path, path, len);
+    memcpy(s->idx_path + len, IDX_SUFFIX, sizeof IDX_SUFFIX);
+    return s;
+}
+
 /* Create (truncate) path for the store; -EXDEV on tmpfs or ramfs. */
 static int create_file(const char *path)
 {
@@ -221,24 +247,10 @@ int mm__swap_open(const char *path, uint64_t slots, uint64_t max_keys, mm_swap_t
         max_keys > SWAP_MAX_COUNT)
         return -EINVAL;
 
-    int err = -ENOMEM;
-    mm_swap_t *s = calloc(1, sizeof *s);
+    int err;
+    mm_swap_t *s = alloc_store(path, slots, max_keys);
     if (!s)
         return -ENOMEM;
-    s->data_fd = -1;
-    s->idx_fd = -1;
-    s->slots = slots;
-    s->max_keys = max_keys;
-    size_t len = strlen(path);
-    s->data_path = strdup(path);
-    s->idx_path = malloc(len + sizeof IDX_SUFFIX);
-    s->key_slot = calloc(max_keys, sizeof *s->key_slot);
-    s->slot = calloc(slots, sizeof *s->slot);
-    s->free_stack = calloc(slots, sizeof *s->free_stack);
-    if (!s->data_path || !s->idx_path || !s->key_slot || !s->slot || !s->free_stack)
-        goto fail_mem;
-    memcpy(s->idx_path, path, len);
-    memcpy(s->idx_path + len, IDX_SUFFIX, sizeof IDX_SUFFIX);
 
     s->data_fd = create_file(s->data_path);
     if (s->data_fd < 0) {
@@ -277,6 +289,97 @@ fail_data:
 fail_mem:
     free_store(s);
     return err;
+}
+
+/* Later of two sequence numbers taken modulo 2^32. */
+static bool seq_after(uint32_t a, uint32_t b)
+{
+    return (int32_t)(a - b) > 0;
+}
+
+/* Rebuild memory's bookkeeping from the index file. */
+static int load_index(mm_swap_t *s)
+{
+    struct idx_header h;
+    struct stat st;
+    int err = pread_full(s->idx_fd, &h, sizeof h, 0);
+    if (err < 0)
+        return err == -EIO ? -EBADMSG : err;
+    if (h.magic != IDX_MAGIC || h.version != IDX_VERSION || h.page_bytes != MM_SWAP_PAGE_BYTES ||
+        h.slots != s->slots || h.record_bytes != sizeof(struct idx_record) || h.reserved != 0)
+        return -EBADMSG;
+    if (fstat(s->data_fd, &st) < 0)
+        return -errno;
+    if ((uint64_t)st.st_size < s->slots * MM_SWAP_PAGE_BYTES)
+        return -EBADMSG;
+    struct idx_record buf[256];
+    bool any = false;
+    for (uint64_t first = 0; first < s->slots; first += 256) {
+        uint64_t n = s->slots - first < 256 ? s->slots - first : 256;
+        err = pread_full(s->idx_fd, buf, n * sizeof buf[0], record_offset((uint32_t)first));
+        if (err < 0)
+            return err == -EIO ? -EBADMSG : err;
+        for (uint64_t i = 0; i < n; i++) {
+            uint32_t slot = (uint32_t)(first + i);
+            const struct idx_record *r = &buf[i];
+            s->slot[slot].key = SLOT_FREE;
+            if (r->key == KEY_EMPTY)
+                continue;
+            if (r->key >= s->max_keys)
+                return -EBADMSG;
+            int64_t old = lookup(s, r->key);
+            if (old >= 0 && !seq_after(r->seq, s->slot[old].seq))
+                continue; /* an older copy of the key: its slot stays free */
+            if (old >= 0)
+                s->slot[old].key = SLOT_FREE;
+            else
+                s->stats.used++;
+            s->key_slot[r->key] = slot + 1;
+            s->slot[slot] =
+                (struct slot_state){.key = (uint32_t)r->key, .crc = r->crc, .seq = r->seq};
+            if (!any || seq_after(r->seq + 1, s->next_seq))
+                s->next_seq = r->seq + 1;
+            any = true;
+        }
+    }
+    for (uint64_t i = s->slots; i-- > 0;)
+        if (s->slot[i].key == SLOT_FREE)
+            s->free_stack[s->nfree++] = (uint32_t)i;
+    return 0;
+}
+
+int mm__swap_reopen(const char *path, uint64_t slots, uint64_t max_keys, mm_swap_t **out)
+{
+    if (!path || !out || slots == 0 || max_keys == 0 || slots > SWAP_MAX_COUNT ||
+        max_keys > SWAP_MAX_COUNT)
+        return -EINVAL;
+    mm_swap_t *s = alloc_store(path, slots, max_keys);
+    if (!s)
+        return -ENOMEM;
+    int err = 0;
+    s->data_fd = open(s->data_path, O_RDWR | O_CLOEXEC);
+    if (s->data_fd < 0)
+        err = -errno;
+    if (err == 0) {
+        s->idx_fd = open(s->idx_path, O_RDWR | O_CLOEXEC);
+        if (s->idx_fd < 0)
+            err = -errno;
+    }
+    if (err == 0)
+        err = load_index(s);
+    if (err == 0)
+        err = -pthread_mutex_init(&s->lock, NULL);
+    if (err < 0) {
+        if (s->idx_fd >= 0)
+            close(s->idx_fd);
+        if (s->data_fd >= 0)
+            close(s->data_fd);
+        free_store(s);
+        return err;
+    }
+    s->stats.slots = slots;
+    *out = s;
+    return 0;
 }
 
 void mm__swap_close(mm_swap_t *s, bool remove)

@@ -37,12 +37,12 @@
 typedef struct mm_swap mm_swap_t;
 
 typedef struct mm_swap_stats {
-    uint64_t slots;      /* capacity in pages */
-    uint64_t used;       /* pages stored now */
-    uint64_t puts;       /* pages written, in total */
-    uint64_t gets;       /* pages read back, in total */
-    uint64_t bad_pages;  /* gets that failed their checksum */
-    uint64_t syncs;      /* fdatasync rounds */
+    uint64_t slots;     /* capacity in pages */
+    uint64_t used;      /* pages stored now */
+    uint64_t puts;      /* pages written, in total */
+    uint64_t gets;      /* pages read back, in total */
+    uint64_t bad_pages; /* gets that failed their checksum */
+    uint64_t syncs;     /* fdatasync rounds */
 } mm_swap_stats_t;
 
 /*
@@ -54,6 +54,18 @@ typedef struct mm_swap_stats {
  * file is left behind.
  */
 int mm__swap_open(const char *path, uint64_t slots, uint64_t max_keys, mm_swap_t **out);
+
+/*
+ * Open the store a crashed owner left at path (a daemon restarting), with
+ * room for slots pages and keys below max_keys as it was created. The index
+ * is read back: every record naming a key is a stored page (of two records
+ * naming one key, the later seq wins; the other slot is freed); pages are
+ * verified when they are read. -ENOENT: no store there; -EBADMSG: the index
+ * is damaged, of another version, or of another size (refused, never
+ * trusted); or the errno of open/read. On failure nothing is left open and
+ * the files stay as they were.
+ */
+int mm__swap_reopen(const char *path, uint64_t slots, uint64_t max_keys, mm_swap_t **out);
 
 /* Close the store; with remove, also unlink both files. */
 void mm__swap_close(mm_swap_t *s, bool remove);

@@ -97,6 +97,12 @@ static long fixed_length(uint16_t type)
         return sizeof(mm_msg_vmem_t);
     case MM_MSG_BASELINE_REPLY:
         return sizeof(mm_msg_baseline_reply_t);
+    case MM_MSG_RECONNECT:
+        return sizeof(mm_msg_reconnect_t);
+    case MM_MSG_RECONNECT_REPLY:
+        return sizeof(mm_msg_reconnect_reply_t);
+    case MM_MSG_STOPPING:
+        return sizeof(mm_msg_stopping_t);
     case MM_MSG_INSTALL:
     case MM_MSG_INSTALL_REPLY:
     case MM_MSG_BALLOON_INFLATE:
@@ -178,6 +184,19 @@ int mm__msg_check(const void *buf, size_t len)
         if (((const mm_msg_baseline_reply_t *)buf)->status > 0)
             err = -EINVAL;
         break;
+    case MM_MSG_RECONNECT: {
+        const mm_msg_reconnect_t *m = buf;
+        if (m->client_id == 0 || (m->flags & ~MM_RECONNECT_UFFD) || m->region_addr == 0 ||
+            m->region_addr % MM_FRAME_SIZE || m->region_bytes < MM_CHUNK_SIZE ||
+            m->region_bytes > MM_REGION_MAX_BYTES || m->region_bytes % MM_CHUNK_SIZE ||
+            m->shared_bytes != mm_shared_bytes((uint32_t)(m->region_bytes / MM_CHUNK_SIZE)))
+            err = -EINVAL;
+        break;
+    }
+    case MM_MSG_RECONNECT_REPLY:
+        if (((const mm_msg_reconnect_reply_t *)buf)->status != 0)
+            err = -EINVAL;
+        break;
     default:
         break;
     }
@@ -200,6 +219,9 @@ const char *mm__msg_type_name(uint16_t type)
         [MM_MSG_VMEM_PLUG] = "virtio-mem-plug",
         [MM_MSG_VMEM_UNPLUG] = "virtio-mem-unplug",
         [MM_MSG_BASELINE_REPLY] = "baseline-reply",
+        [MM_MSG_RECONNECT] = "reconnect",
+        [MM_MSG_RECONNECT_REPLY] = "reconnect-reply",
+        [MM_MSG_STOPPING] = "stopping",
     };
     if (type < sizeof names / sizeof names[0] && names[type])
         return names[type];

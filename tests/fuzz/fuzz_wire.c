@@ -57,6 +57,9 @@ static const uint16_t known_types[] = {
     MM_MSG_VMEM_PLUG,
     MM_MSG_VMEM_UNPLUG,
     MM_MSG_BASELINE_REPLY,
+    MM_MSG_RECONNECT,
+    MM_MSG_RECONNECT_REPLY,
+    MM_MSG_STOPPING,
 };
 #define KNOWN_TYPES (sizeof known_types / sizeof known_types[0])
 
@@ -74,6 +77,9 @@ typedef union msg_buf {
     mm_msg_fpr_t fpr;
     mm_msg_vmem_t vmem;
     mm_msg_baseline_reply_t baseline_reply;
+    mm_msg_reconnect_t reconnect;
+    mm_msg_reconnect_reply_t reconnect_reply;
+    mm_msg_stopping_t stopping;
     unsigned char bytes[MM_MSG_MAX_BYTES + 64];
 } msg_buf_t;
 
@@ -215,6 +221,17 @@ static void read_vmem(const mm_msg_vmem_t *m, size_t len)
     CHECK(m->addr / MM_CHUNK_SIZE + m->nb_blocks <= MM_REGION_MAX_BYTES / MM_CHUNK_SIZE);
 }
 
+static void read_reconnect(const mm_msg_reconnect_t *m, size_t len)
+{
+    CHECK(len == sizeof *m);
+    CHECK(m->client_id != 0 && (m->flags & ~MM_RECONNECT_UFFD) == 0);
+    CHECK(m->region_addr != 0 && m->region_addr % MM_FRAME_SIZE == 0);
+    CHECK(m->region_bytes >= MM_CHUNK_SIZE && m->region_bytes <= MM_REGION_MAX_BYTES &&
+          m->region_bytes % MM_CHUNK_SIZE == 0);
+    /* The daemon compares the geometry with its record of the client. */
+    CHECK(m->shared_bytes == mm_shared_bytes((uint32_t)(m->region_bytes / MM_CHUNK_SIZE)));
+}
+
 static void read_accepted(const void *buf, size_t len, int type)
 {
     const mm_msg_hdr_t *hdr = buf;
@@ -258,6 +275,16 @@ static void read_accepted(const void *buf, size_t len, int type)
     case MM_MSG_BASELINE_REPLY:
         CHECK(len == sizeof(mm_msg_baseline_reply_t));
         CHECK(((const mm_msg_baseline_reply_t *)buf)->status <= 0);
+        break;
+    case MM_MSG_RECONNECT:
+        read_reconnect(buf, len);
+        break;
+    case MM_MSG_RECONNECT_REPLY:
+        CHECK(len == sizeof(mm_msg_reconnect_reply_t));
+        CHECK(((const mm_msg_reconnect_reply_t *)buf)->status == 0);
+        break;
+    case MM_MSG_STOPPING:
+        CHECK(len == sizeof(mm_msg_stopping_t));
         break;
     default:
         fprintf(stderr, "fuzz_wire: type %d accepted: add its reads to fuzz_wire.c\n", type);
@@ -398,6 +425,27 @@ static size_t make_valid(msg_buf_t *b, uint16_t type)
             b->baseline_reply.status = -b->baseline_reply.status;
         len = sizeof b->baseline_reply;
         break;
+    case MM_MSG_RECONNECT: {
+        mm_msg_reconnect_t *m = &b->reconnect;
+        if (m->client_id == 0)
+            m->client_id = 1;
+        m->flags &= MM_RECONNECT_UFFD;
+        m->region_addr &= ~(uint64_t)(MM_FRAME_SIZE - 1);
+        if (m->region_addr == 0)
+            m->region_addr = MM_FRAME_SIZE;
+        m->region_bytes =
+            MM_CHUNK_SIZE * (1 + m->region_bytes % (MM_REGION_MAX_BYTES / MM_CHUNK_SIZE));
+        m->shared_bytes = mm_shared_bytes((uint32_t)(m->region_bytes / MM_CHUNK_SIZE));
+        len = sizeof *m;
+        break;
+    }
+    case MM_MSG_RECONNECT_REPLY:
+        b->reconnect_reply.status = 0;
+        len = sizeof b->reconnect_reply;
+        break;
+    case MM_MSG_STOPPING:
+        len = sizeof b->stopping;
+        break;
     default:
         abort();
     }
@@ -532,6 +580,30 @@ static bool break_field(msg_buf_t *b, uint16_t type, uint32_t sub)
             b->paging.region_addr = 0;
             break;
         }
+        return true;
+    case MM_MSG_RECONNECT:
+        switch (sub % 5) {
+        case 0:
+            b->reconnect.client_id = 0;
+            break;
+        case 1:
+            b->reconnect.flags |= 2u << (k % 31);
+            break;
+        case 2:
+            b->reconnect.region_addr |= 1 + k % (MM_FRAME_SIZE - 1);
+            break;
+        case 3:
+            b->reconnect.region_bytes += 1 + k % (MM_CHUNK_SIZE - 1);
+            break;
+        default:
+            b->reconnect.shared_bytes += MM_FRAME_SIZE * (1 + k % 1000);
+            break;
+        }
+        return true;
+    case MM_MSG_RECONNECT_REPLY:
+        b->reconnect_reply.status = 1 + (int32_t)(k % 1000000) * (sub % 2 ? 1 : -1);
+        if (b->reconnect_reply.status == 0)
+            b->reconnect_reply.status = 1;
         return true;
     default:
         return false;

@@ -448,3 +448,56 @@ Test(swapstore, close_leaves_no_files_when_remove, .init = setup, .fini = teardo
     cr_assert_eq(access(path, F_OK), 0);
     cr_assert_eq(access(idx_path, F_OK), 0);
 }
+
+Test(swapstore, reopen_reads_back_what_a_crashed_owner_left, .init = setup, .fini = teardown)
+{
+    mm_swap_t *s = open_store(16, 64);
+    for (uint64_t k = 0; k < 8; k++)
+        put_page(s, k * 3, 1);
+    put_page(s, 3, 2); /* replaced: the later put wins */
+    cr_assert_eq(mm__swap_drop(s, 6), 0);
+    cr_assert_eq(mm__swap_sync(s), 0);
+    mm__swap_close(s, false); /* the owner is gone; the files stay */
+
+    mm_swap_t *r = NULL;
+    cr_assert_eq(mm__swap_reopen(path, 16, 64, &r), 0);
+    mm_swap_stats_t st;
+    mm__swap_stats(r, &st);
+    cr_assert_eq(st.used, 7);
+    for (uint64_t k = 0; k < 8; k++) {
+        if (k == 2) {
+            cr_assert_not(mm__swap_has(r, 6), "a dropped page stays dropped");
+            continue;
+        }
+        expect_page(r, k * 3, k == 1 ? 2 : 1);
+    }
+    /* New pages go to the free slots only: nine fit, the tenth does not,
+     * and every page read back above is still there. */
+    for (uint64_t k = 40; k < 49; k++)
+        put_page(r, k, 1);
+    uint8_t page[PAGE];
+    fill_page(page, 49, 1);
+    cr_assert_eq(mm__swap_put(r, 49, page), -ENOSPC);
+    for (uint64_t k = 0; k < 8; k++)
+        if (k != 2)
+            expect_page(r, k * 3, k == 1 ? 2 : 1);
+    mm__swap_close(r, true);
+}
+
+Test(swapstore, reopen_refuses_a_damaged_or_foreign_index, .init = setup, .fini = teardown)
+{
+    mm_swap_t *s = open_store(16, 64);
+    put_page(s, 5, 1);
+    cr_assert_eq(mm__swap_sync(s), 0);
+    mm__swap_close(s, false);
+    mm_swap_t *r = NULL;
+    cr_assert_eq(mm__swap_reopen(path, 32, 64, &r), -EBADMSG, "another size is refused");
+    int fd = open(idx_path, O_WRONLY);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(pwrite(fd, "XXXX", 4, 0), 4);
+    close(fd);
+    cr_assert_eq(mm__swap_reopen(path, 16, 64, &r), -EBADMSG, "a damaged header is refused");
+    cr_assert_null(r);
+    unlink(idx_path);
+    cr_assert_eq(mm__swap_reopen(path, 16, 64, &r), -ENOENT, "no index, no store");
+}

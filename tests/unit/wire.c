@@ -227,7 +227,7 @@ Test(wire, eprotonosupport_when_version_differs)
 Test(wire, eproto_when_type_is_unknown)
 {
     msg_buf_t b;
-    const uint16_t types[] = {0, MM_MSG_PAGING + 1, 100, 0xffff};
+    const uint16_t types[] = {0, MM_MSG_STOPPING + 1, 100, 0xffff};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         size_t len = make_bye(&b);
         b.hdr.type = types[i];
@@ -489,7 +489,7 @@ Test(wire, type_name_when_known_or_unknown)
     cr_assert_str_eq(mm__msg_type_name(MM_MSG_ERROR), "error");
     cr_assert_str_eq(mm__msg_type_name(MM_MSG_PAGING), "paging");
     cr_assert_str_eq(mm__msg_type_name(0), "unknown");
-    cr_assert_str_eq(mm__msg_type_name(MM_MSG_PAGING + 1), "unknown");
+    cr_assert_str_eq(mm__msg_type_name(MM_MSG_STOPPING + 1), "unknown");
     cr_assert_str_eq(mm__msg_type_name(0xffff), "unknown");
 }
 
@@ -663,4 +663,49 @@ Test(wire, virtio_mem_requests_are_whole_aligned_blocks)
     cr_assert_eq(mm__msg_check(&m, sizeof m), -EINVAL, "a range that would wrap");
     m.nb_blocks = 1;
     cr_assert_eq(mm__msg_check(&m, sizeof m - 8), -EBADMSG);
+}
+
+Test(wire, reconnect_checks_its_id_flags_address_and_geometry)
+{
+    mm_msg_reconnect_t m = {.client_id = 7,
+                            .flags = MM_RECONNECT_UFFD,
+                            .region_addr = 0x7f0000000000ull,
+                            .region_bytes = 8u << 20,
+                            .shared_bytes = mm_shared_bytes(4)};
+    mm__msg_init(&m.hdr, MM_MSG_RECONNECT, sizeof m, 1);
+    cr_assert_eq(mm__msg_check(&m, sizeof m), MM_MSG_RECONNECT);
+    cr_assert_str_eq(mm__msg_type_name(MM_MSG_RECONNECT), "reconnect");
+    mm_msg_reconnect_t bad = m;
+    bad.client_id = 0;
+    cr_assert_eq(mm__msg_check(&bad, sizeof bad), -EINVAL, "ids start at 1");
+    bad = m;
+    bad.flags = 2;
+    cr_assert_eq(mm__msg_check(&bad, sizeof bad), -EINVAL, "an unknown flag");
+    bad = m;
+    bad.region_addr += 8;
+    cr_assert_eq(mm__msg_check(&bad, sizeof bad), -EINVAL, "the region is page-aligned");
+    bad = m;
+    bad.region_bytes += MM_FRAME_SIZE;
+    cr_assert_eq(mm__msg_check(&bad, sizeof bad), -EINVAL, "whole chunks");
+    bad = m;
+    bad.shared_bytes += MM_FRAME_SIZE;
+    cr_assert_eq(mm__msg_check(&bad, sizeof bad), -EINVAL, "the shared state fits the region");
+    bad = m;
+    bad.region_bytes = MM_REGION_MAX_BYTES * 2;
+    bad.shared_bytes = mm_shared_bytes((uint32_t)(bad.region_bytes / MM_CHUNK_SIZE));
+    cr_assert_eq(mm__msg_check(&bad, sizeof bad), -EINVAL, "too large");
+}
+
+Test(wire, reconnect_reply_and_stopping_have_fixed_layouts)
+{
+    mm_msg_reconnect_reply_t r = {.status = 0, .client_id = 7};
+    mm__msg_init(&r.hdr, MM_MSG_RECONNECT_REPLY, sizeof r, 1);
+    cr_assert_eq(mm__msg_check(&r, sizeof r), MM_MSG_RECONNECT_REPLY);
+    r.status = -EPERM;
+    cr_assert_eq(mm__msg_check(&r, sizeof r), -EINVAL, "refusals come as error messages");
+    mm_msg_stopping_t st;
+    mm__msg_init(&st.hdr, MM_MSG_STOPPING, sizeof st, 0);
+    cr_assert_eq(mm__msg_check(&st, sizeof st), MM_MSG_STOPPING);
+    st.hdr.length = sizeof st + 4;
+    cr_assert_eq(mm__msg_check(&st, sizeof st), -EBADMSG, "the length field must match");
 }

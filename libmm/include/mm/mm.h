@@ -158,6 +158,17 @@ MM_EXPORT int mm_discardable(mm_client_t *client, void *addr, size_t bytes, int 
 MM_EXPORT int mm_discardable_pin(mm_client_t *client, const void *addr);
 MM_EXPORT void mm_discardable_unpin(mm_client_t *client, const void *addr);
 
+/*
+ * Daemon restarts. If mmsrv dies, the client keeps running on the memory it
+ * has; libmm's keeper thread (one per process) reconnects it when a daemon
+ * starts again on the same socket, within that daemon's grace period.
+ * mm_client_connected(): 1 connected; 0 waiting for a daemon; a negative
+ * errno when a daemon refused to take it back (it then runs unmanaged).
+ * mm_client_reconnects(): how many times it reconnected. Any thread.
+ */
+MM_EXPORT int mm_client_connected(mm_client_t *client);
+MM_EXPORT uint64_t mm_client_reconnects(mm_client_t *client);
+
 /* Publish runtime usage to the host. */
 MM_EXPORT int mm_report(mm_client_t *client, const mm_usage_t *usage);
 

@@ -199,6 +199,10 @@ enum mm_msg_type {
     MM_MSG_VMEM_PLUG = 19,       /* client -> host: plug blocks */
     MM_MSG_VMEM_UNPLUG = 20,     /* client -> host: unplug blocks (host discards) */
     MM_MSG_BASELINE_REPLY = 21,  /* host -> client */
+    /* Surviving a daemon restart (numbers 8-15). */
+    MM_MSG_RECONNECT = 8,       /* client -> host, with 2 or 3 fds: take me back */
+    MM_MSG_RECONNECT_REPLY = 9, /* host -> client, with 2 fds: new doorbells */
+    MM_MSG_STOPPING = 10,       /* host -> client: the daemon stops; reconnect later */
 };
 
 enum mm_client_kind {
@@ -331,6 +335,38 @@ typedef struct mm_msg_baseline_reply {
     uint64_t done; /* pages or blocks the host handled */
 } mm_msg_baseline_reply_t;
 
+/*
+ * A client whose daemon went away asks a new daemon on the same state
+ * directory to take it back. Fds, in this order: its region, its shared
+ * state, and (with MM_RECONNECT_UFFD) the userfaultfd it offered for host
+ * paging. The daemon checks each fd against what its state directory
+ * recorded for client_id (inode, size, seals, owner) and answers with
+ * MM_MSG_RECONNECT_REPLY and two fresh doorbells (MM_FD_DOORBELL_TO_CLIENT,
+ * MM_FD_DOORBELL_TO_HOST order), or MM_MSG_ERROR and no fds.
+ */
+#define MM_RECONNECT_UFFD 1u /* a userfaultfd follows the two memfds */
+
+typedef struct mm_msg_reconnect {
+    mm_msg_hdr_t hdr;
+    uint32_t client_id;
+    uint32_t flags;       /* MM_RECONNECT_UFFD or 0 */
+    uint64_t region_addr; /* where the region is mapped (4 KiB-aligned) */
+    uint64_t region_bytes;
+    uint64_t shared_bytes;
+} mm_msg_reconnect_t;
+
+typedef struct mm_msg_reconnect_reply {
+    mm_msg_hdr_t hdr;
+    int32_t status; /* 0; errors come as MM_MSG_ERROR */
+    uint32_t client_id;
+} mm_msg_reconnect_reply_t;
+
+/* The daemon is stopping in order: what it had in flight is finished or
+ * rolled back, and the client may reconnect to the next one. */
+typedef struct mm_msg_stopping {
+    mm_msg_hdr_t hdr;
+} mm_msg_stopping_t;
+
 /* Room for the largest message either side sends. */
 #define MM_MSG_MAX_BYTES sizeof(mm_msg_balloon_t)
 
@@ -348,5 +384,7 @@ _Static_assert(sizeof(mm_msg_baseline_reply_t) == 32, "baseline reply layout");
 _Static_assert(sizeof(mm_msg_balloon_t) >= sizeof(mm_msg_install_reply_t) &&
                    sizeof(mm_msg_balloon_t) >= sizeof(mm_msg_fpr_t),
                "MM_MSG_MAX_BYTES holds every message");
+_Static_assert(sizeof(mm_msg_reconnect_t) == 48, "reconnect layout");
+_Static_assert(sizeof(mm_msg_reconnect_reply_t) == 24, "reconnect reply layout");
 
 #endif /* MM_PROTOCOL_H */
