@@ -128,6 +128,8 @@ static int on_balloon(mm_host_client_t *c, const mm_msg_balloon_t *m, bool infla
         done++;
     }
     c->balloon_frames = inflate ? c->balloon_frames + done : c->balloon_frames - done;
+    c->state_dirty = true; /* saved at the next tick: a lost inflate is only
+                            * a deflate with nothing to do */
     return reply(c, m->hdr.seq, 0, done);
 }
 
@@ -151,19 +153,22 @@ static int on_vmem(mm_host_client_t *c, const mm_msg_vmem_t *m, bool plug)
                       "region",
                       what, (unsigned long long)m->nb_blocks, (unsigned long long)m->addr);
     uint32_t first = (uint32_t)(m->addr / MM_CHUNK_SIZE), n = (uint32_t)m->nb_blocks;
+    /* Blocks already in the state asked for count as done: a request the
+     * guest repeats after a daemon restart (whose record may be a tick
+     * behind) is idempotent. */
+    uint32_t change = 0;
     for (uint32_t i = first; i < first + n; i++)
-        if (bit_get(c->unplugged, i) != plug)
-            return refuse(c, m->hdr.seq, -EINVAL, "virtio-mem %s of block %u: it is %s", what, i,
-                          plug ? "plugged" : "unplugged");
+        change += bit_get(c->unplugged, i) == plug;
     uint64_t plugged = c->region_bytes - c->unplugged_chunks * MM_CHUNK_SIZE;
-    if (plug && plugged + (uint64_t)n * MM_CHUNK_SIZE > c->driver_target_bytes)
+    if (plug && plugged + (uint64_t)change * MM_CHUNK_SIZE > c->driver_target_bytes)
         return refuse(c, m->hdr.seq, -EAGAIN,
                       "virtio-mem plug of %u blocks past the requested "
                       "size",
                       n); /* the device's NACK */
     for (uint32_t i = first; i < first + n; i++)
         bit_set(c->unplugged, i, !plug);
-    c->unplugged_chunks = plug ? c->unplugged_chunks - n : c->unplugged_chunks + n;
+    c->unplugged_chunks = plug ? c->unplugged_chunks - change : c->unplugged_chunks + change;
+    c->state_dirty = true;
     if (!plug)
         discard(c, m->addr, (uint64_t)n * MM_CHUNK_SIZE);
     return reply(c, m->hdr.seq, 0, n);
@@ -206,6 +211,7 @@ int mm__baseline_set_target(mm_server_t *s, mm_host_client_t *c, uint32_t driver
     }
     /* The balloon counts in 4 KiB pages. */
     c->driver_target_bytes = bytes & ~(uint64_t)(MM_FRAME_SIZE - 1);
+    c->state_dirty = true;
     log_info("client %u (%s): %s target %llu MiB", c->id, c->name, mm__driver_name(driver),
              (unsigned long long)(c->driver_target_bytes >> 20));
     mm__policy_update(s);

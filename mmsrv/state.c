@@ -30,7 +30,7 @@
 #include "log.h"
 
 #define REC_MAGIC   0x52434d4du /* "MMCR" */
-#define REC_VERSION 1u
+#define REC_VERSION 2u
 
 enum { REC_UFFD = 1u << 0, REC_FROZEN = 1u << 1, REC_PINNED = 1u << 2, REC_SWAP = 1u << 3 };
 
@@ -63,19 +63,37 @@ struct rec_body {
     int32_t pool;
     int32_t numa_node;
     char name[MM_NAME_MAX];
+    uint32_t driver; /* enum mm_driver */
+    uint32_t reserved;
+    uint64_t driver_target_bytes;
 };
 
 _Static_assert(sizeof(struct rec_header) == 16, "record header layout");
-_Static_assert(sizeof(struct rec_body) == 192, "record body layout");
+_Static_assert(sizeof(struct rec_body) == 208, "record body layout");
 
 static size_t bitmap_words(uint32_t chunks)
 {
     return ((size_t)chunks + 63) / 64;
 }
 
-static size_t record_bytes(uint32_t chunks)
+/* A baseline driver's own bitmap, after the reclaimed and paging ones: the
+ * balloon's frames (one bit per 4 KiB frame), virtio-mem's unplugged blocks. */
+static size_t driver_words(uint32_t chunks, uint32_t driver)
 {
-    return sizeof(struct rec_header) + sizeof(struct rec_body) + 2 * bitmap_words(chunks) * 8;
+    if (driver == MM_DRIVER_BALLOON)
+        return (size_t)chunks * MM_CHUNK_FRAMES / 64;
+    return driver == MM_DRIVER_VIRTIO_MEM ? bitmap_words(chunks) : 0;
+}
+
+static uint64_t *driver_bits(mm_host_client_t *c)
+{
+    return c->driver == MM_DRIVER_BALLOON ? c->ballooned : c->unplugged;
+}
+
+static size_t record_bytes(uint32_t chunks, uint32_t driver)
+{
+    return sizeof(struct rec_header) + sizeof(struct rec_body) +
+           (2 * bitmap_words(chunks) + driver_words(chunks, driver)) * 8;
 }
 
 static uint32_t record_crc(const uint8_t *rec, size_t total)
@@ -126,7 +144,7 @@ uint64_t mm__process_start_time(pid_t pid)
 
 int mm__state_save(mm_server_t *s, mm_host_client_t *c)
 {
-    size_t words = bitmap_words(c->chunk_count), total = record_bytes(c->chunk_count);
+    size_t words = bitmap_words(c->chunk_count), total = record_bytes(c->chunk_count, c->driver);
     uint8_t *rec = calloc(1, total);
     if (!rec)
         return -ENOMEM;
@@ -164,11 +182,15 @@ int mm__state_save(mm_server_t *s, mm_host_client_t *c)
         .reclaimed_bytes_total = c->reclaimed_bytes_total,
         .pool = c->pool,
         .numa_node = c->numa_node,
+        .driver = c->driver,
+        .driver_target_bytes = c->driver_target_bytes,
     };
     memcpy(b->name, c->name, sizeof b->name);
     memcpy(bits, c->reclaimed, words * 8);
     if (c->paging_chunks)
         memcpy(bits + words, c->paging_chunks, words * 8);
+    if (driver_words(c->chunk_count, c->driver))
+        memcpy(bits + 2 * words, driver_bits(c), driver_words(c->chunk_count, c->driver) * 8);
     h->crc = record_crc(rec, total);
 
     char tmp[4096], path[4096];
@@ -219,7 +241,8 @@ static mm_host_client_t *read_record(const char *path, uint32_t id, char *why, s
     }
     size_t total = (size_t)st.st_size;
     size_t base = sizeof(struct rec_header) + sizeof(struct rec_body);
-    if (total < base || total > record_bytes(MM_REGION_MAX_BYTES / MM_CHUNK_SIZE)) {
+    if (total < base ||
+        total > record_bytes(MM_REGION_MAX_BYTES / MM_CHUNK_SIZE, MM_DRIVER_BALLOON)) {
         snprintf(why, cap, "size %zu is no record's", total);
         goto out;
     }
@@ -241,8 +264,9 @@ static mm_host_client_t *read_record(const char *path, uint32_t id, char *why, s
     }
     if (b->id != id || b->chunk_count == 0 ||
         b->region_bytes != (uint64_t)b->chunk_count * MM_CHUNK_SIZE ||
-        b->shared_bytes != mm_shared_bytes(b->chunk_count) ||
-        total != record_bytes(b->chunk_count) || b->pid <= 0 ||
+        b->shared_bytes != mm_shared_bytes(b->chunk_count) || b->driver >= MM_DRIVER_COUNT ||
+        b->driver_target_bytes > b->region_bytes ||
+        total != record_bytes(b->chunk_count, b->driver) || b->pid <= 0 ||
         strnlen(b->name, sizeof b->name) == sizeof b->name) {
         snprintf(why, cap, "fields out of range");
         goto out;
@@ -303,6 +327,29 @@ static mm_host_client_t *read_record(const char *path, uint32_t id, char *why, s
     for (uint32_t i = 0; i < c->chunk_count; i++)
         reclaimed += host_reclaimed(c, i);
     c->granted_chunks = c->chunk_count - reclaimed;
+    /* A baseline guest's driver state: what its balloon holds or which
+     * blocks are unplugged, so that deflate and plug go on where they were. */
+    if (mm__baseline_init(c, b->driver) < 0) {
+        mm__baseline_fini(c);
+        free(c->reclaimed);
+        free(c->paging_chunks);
+        free(c);
+        c = NULL;
+        snprintf(why, cap, "out of memory");
+        goto out;
+    }
+    c->driver_target_bytes = b->driver_target_bytes;
+    size_t dw = driver_words(c->chunk_count, c->driver);
+    if (dw) {
+        uint64_t n = 0, *map = driver_bits(c);
+        memcpy(map, bits + 2 * words, dw * 8);
+        for (size_t i = 0; i < dw; i++)
+            n += (uint64_t)__builtin_popcountll(map[i]);
+        if (c->driver == MM_DRIVER_BALLOON)
+            c->balloon_frames = n;
+        else
+            c->unplugged_chunks = n;
+    }
 out:
     if (fd >= 0)
         close(fd);

@@ -341,26 +341,25 @@ Test(restart, an_orderly_stop_leaves_a_recoverable_state)
     stop_hold_intact();
 }
 
-/* A guest model (its own userfaultfd for its swap, no host paging) is a
- * libmm client too: it keeps running its workload through the outage and
- * reconnects, and its data is intact. */
-Test(restart, a_guest_keeps_running_and_reconnects)
+/* Start an mmguest "guest" of driver with a swap file in a new directory
+ * (dir, swap filled in); its id. */
+static uint32_t start_guest(const char *driver, char *dir, char *swap, size_t cap)
 {
-    skip_without_uffd();
-    start_daemon("512M");
-    char dir[] = "/tmp/mm-restart-guest-XXXXXX", swap[64];
     cr_assert_not_null(mkdtemp(dir));
-    snprintf(swap, sizeof swap, "%s/swap", dir);
+    snprintf(swap, cap, "%s/swap", dir);
     const char *args[] = {"--socket",   daemon_.sock, "--name", "guest",  "--ram",
-                          "64M",        "--driver",   "mm",     "--swap", swap,
+                          "64M",        "--driver",   driver,   "--swap", swap,
                           "--workload", "anon=16M",   NULL};
     cr_assert_eq(mm__bench_start_ready(&hold_, "mmguest", args), 0, "mmguest starts");
     uint32_t id = client_id_by_name("guest");
     cr_assert_neq(id, 0);
-    crash_daemon();
-    sleep_ms(500); /* rounds run on without a daemon */
-    restart_daemon("512M", "30");
-    cr_assert_eq(wait_client("guest", 10000), id, "the guest reconnected");
+    return id;
+}
+
+/* Stop the guest, remove its files; the test fails unless it verified its
+ * data. */
+static void stop_guest_intact(const char *dir, const char *swap)
+{
     bool intact = false;
     cr_assert_eq(mm__bench_hold_stop(&hold_, &intact), 0);
     hold_.pid = 0;
@@ -370,6 +369,46 @@ Test(restart, a_guest_keeps_running_and_reconnects)
     unlink(idx);
     rmdir(dir);
     cr_assert(intact, "the guest verified its data and exited 0");
+}
+
+/* A guest model (its own userfaultfd for its swap, no host paging) is a
+ * libmm client too: it keeps running its workload through the outage and
+ * reconnects, and its data is intact. */
+Test(restart, a_guest_keeps_running_and_reconnects)
+{
+    skip_without_uffd();
+    start_daemon("512M");
+    char dir[] = "/tmp/mm-restart-guest-XXXXXX", swap[64];
+    uint32_t id = start_guest("mm", dir, swap, sizeof swap);
+    crash_daemon();
+    sleep_ms(500); /* rounds run on without a daemon */
+    restart_daemon("512M", "30");
+    cr_assert_eq(wait_client("guest", 10000), id, "the guest reconnected");
+    stop_guest_intact(dir, swap);
+}
+
+/* A balloon guest's driver state is in its record: after kill -9 the new
+ * daemon knows what the balloon holds, and deflate goes on from there. */
+Test(restart, a_balloon_guest_keeps_its_balloon_across_kill_9)
+{
+    skip_without_uffd();
+    start_daemon("512M");
+    char dir[] = "/tmp/mm-restart-balloon-XXXXXX", swap[64];
+    uint32_t id = start_guest("balloon", dir, swap, sizeof swap);
+    const char *inflate[] = {"balloon", "guest", "32M", NULL};
+    cr_assert_eq(mm__bench_ctl(&daemon_, inflate, NULL), 0);
+    cr_assert(wait_field(id, "balloon_bytes", 32 * MIB, 20000), "the balloon inflated");
+    sleep_ms(300); /* the record is saved at the next tick */
+    crash_daemon();
+    restart_daemon("512M", "30");
+    cr_assert_eq(wait_client("guest", 10000), id, "the guest reconnected");
+    cr_assert_eq(client_field(id, "balloon_bytes"), 32 * MIB, "the balloon came from the record");
+    const char *deflate[] = {"balloon", "guest", "64M", NULL};
+    cr_assert_eq(mm__bench_ctl(&daemon_, deflate, NULL), 0, "the target came from the record too");
+    for (int t = 0; t < 20000 && client_field(id, "balloon_bytes") != 0; t += 20)
+        sleep_ms(20);
+    cr_assert_eq(client_field(id, "balloon_bytes"), 0, "the balloon deflated");
+    stop_guest_intact(dir, swap);
 }
 
 Test(restart, a_damaged_record_is_refused_and_kept_aside)
