@@ -33,7 +33,7 @@
 #define GOAL_GARBAGE_SLOWDOWN 0.05
 #define HYPERALLOC_FACTOR     362.0
 
-static const char *const plotted[] = {"free", "garbage", "live", "grow", "scale"};
+static const char *const plotted[] = {"free", "garbage", "live", "grow", "churn", "scale"};
 
 /* ---- Rows ------------------------------------------------------------------ */
 
@@ -238,6 +238,11 @@ static const char *plot_metric(const char *scenario, const char **unit, const ch
         *unit = "% of one CPU";
         *title = "scale: the daemon's idle CPU with 1000 clients";
         return "idle_cpu_pct";
+    }
+    if (strcmp(scenario, "churn") == 0) {
+        *unit = "ms";
+        *title = "churn: p99 latency of the guests' operations";
+        return "op_p99_ms";
     }
     *unit = "ms per GiB (log scale)";
     *title = strcmp(scenario, "grow") == 0 ? "grow: ms per GiB given back and touched"

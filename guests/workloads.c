@@ -101,7 +101,6 @@ struct mm_wl {
     size_t n_cache;
     phase_item_t phase[MM_WL_MAX_ITEMS];
     size_t n_phase;
-    uint64_t t0_ns; /* when the phases began */
     uint64_t ops;   /* phase operations done */
     uint64_t op_hist[OP_BUCKETS];
     uint64_t *buf; /* one disk block */
@@ -716,11 +715,13 @@ static int phase_start(mm_wl_t *w, const mm_wl_item_t *it, size_t item, char *wh
     return 0;
 }
 
-/* The steps phase item ph wants held now: it grows over the first quarter
- * of its period, holds in the second and holds nothing in the second half. */
-static uint64_t phase_wanted(const phase_item_t *ph, uint64_t elapsed_ns)
+/* The steps phase item ph wants held at now_ns: it grows over the first
+ * quarter of its period, holds in the second and holds nothing in the second
+ * half. Periods follow the machine's monotonic clock, not the guest's start,
+ * so that guests started one after another keep their offsets. */
+static uint64_t phase_wanted(const phase_item_t *ph, uint64_t now_ns)
 {
-    uint64_t pos = (elapsed_ns + ph->shift_ns) % ph->period_ns, quarter = ph->period_ns / 4;
+    uint64_t pos = (now_ns + ph->shift_ns) % ph->period_ns, quarter = ph->period_ns / 4;
 
     if (pos < quarter)
         return (ph->steps * pos + quarter - 1) / quarter;
@@ -758,7 +759,7 @@ static void op_done(mm_wl_t *w, uint64_t t0_ns)
 static uint64_t phase_round(mm_wl_t *w, size_t i)
 {
     phase_item_t *ph = &w->phase[i];
-    uint64_t wanted = phase_wanted(ph, mm__now_ns() - w->t0_ns), errors = 0;
+    uint64_t wanted = phase_wanted(ph, mm__now_ns()), errors = 0;
 
     while (ph->n_held > wanted)
         if (anon_unmake(w->g, &ph->step[--ph->n_held]) < 0)
@@ -1149,7 +1150,6 @@ int mm__wl_start(mm_guest_t *g, const mm_wl_spec_t *spec, mm_wl_t **out, char *w
         mm__wl_stop(w);
         return err;
     }
-    w->t0_ns = mm__now_ns();
     *out = w;
     return 0;
 }
