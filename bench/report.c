@@ -349,6 +349,37 @@ static void draw_plots(const run_ctx_t *ctx, const char *dir, bool drawn[], char
 
 /* ---- The report ------------------------------------------------------------ */
 
+/* churn's own table: one column per system, one line per metric. */
+static void churn_table(const run_ctx_t *ctx, FILE *f)
+{
+    static const char *const metrics[][3] = {
+        {"work_done", "ops", "operations done"},
+        {"op_p99_ms", "ms", "p99 operation latency (ms)"},
+        {"bytes_moved", "bytes", "bytes moved"},
+        {"over_capacity", "fraction", "time over capacity"},
+        {"missed_deadlines", "count", "missed deadlines"},
+    };
+    char a[64];
+
+    if (!has_rows(ctx, "churn"))
+        return;
+
+    int reps = mm__run_churn_reps(ctx);
+
+    fprintf(f,
+            "\nchurn (guests whose demand shifts, under a fixed capacity; %d repetition%s):\n\n"
+            "| churn | mm | balloon | fpr | virtio-mem |\n| --- | ---: | ---: | ---: | ---: |\n",
+            reps, reps > 1 ? "s" : "");
+    for (size_t m = 0; m < sizeof(metrics) / sizeof(metrics[0]); m++) {
+        fprintf(f, "| %s |", metrics[m][2]);
+        for (int sys = 0; sys < RUN_FLOOR; sys++) {
+            fmt(a, sizeof(a), value(ctx, "churn", run_systems[sys], metrics[m][0]), metrics[m][1]);
+            fprintf(f, " %s |", a);
+        }
+        fprintf(f, "\n");
+    }
+}
+
 /* The ratio table: per scenario and metric, each system's median, mm
  * against the floor, and how many times the baselines' value is mm's. */
 static void ratio_table(const run_ctx_t *ctx, FILE *f)
@@ -378,6 +409,7 @@ static void ratio_table(const run_ctx_t *ctx, FILE *f)
         }
         fprintf(f, "\n");
     }
+    churn_table(ctx, f);
     double clients = value(ctx, "scale", "mm", "clients");
     if (!isnan(clients))
         fprintf(f, "\nscale: one daemon held %.0f clients at %.2f%% of one CPU while they idled.\n",
