@@ -285,8 +285,10 @@ static int run_grow(run_ctx_t *ctx)
     for (int sys = 1; sys < RUN_FLOOR && rc == 0; sys++)
         rc = not_run(ctx, "grow", run_systems[sys],
                      ctx->missing[sys] ? missing_reason(sys)
-                                       : "the guest model has no workload that takes memory back "
-                                         "and touches it on request");
+                                       : "not built: the guest model has no workload that "
+                                         "allocates and touches memory on request (phase= "
+                                         "grows on a clock), so a deflate or plug followed by "
+                                         "the guest's first touch is not timed yet");
     if (rc == 0 && nm == 0)
         rc = not_run(ctx, "grow", "mm", "every repetition failed (see the log)");
     return rc;
@@ -347,14 +349,16 @@ int mm__run_churn_reps(const run_ctx_t *ctx)
 static int run_churn(run_ctx_t *ctx)
 {
     static run_churn_sample_t s[RUN_FLOOR][MAX_REPS];
+    run_ctx_t shown = *ctx; /* the progress line shows churn's own count */
     int reps = mm__run_churn_reps(ctx), rc = 0;
 
+    shown.reps = reps;
     memset(s, 0, sizeof(s));
     for (int rep = 0; rep < reps; rep++) {
         for (int sys = 0; sys < RUN_FLOOR; sys++) {
             if (ctx->missing[sys])
                 continue;
-            mm__run_progress(ctx, "churn", run_systems[sys], rep, NULL);
+            mm__run_progress(&shown, "churn", run_systems[sys], rep, NULL);
             int r = mm__run_churn_rep(ctx, run_systems[sys], &s[sys][rep]);
             if (r == -ENOTSUP) {
                 driver_missing(ctx, sys);
