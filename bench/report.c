@@ -241,7 +241,7 @@ static const char *plot_metric(const char *scenario, const char **unit, const ch
     }
     if (strcmp(scenario, "churn") == 0) {
         *unit = "ms";
-        *title = "churn: p99 latency of the guests' operations";
+        *title = "p99 latency of the guests' operations";
         return "op_p99_ms";
     }
     *unit = "ms per GiB (log scale)";
@@ -278,6 +278,10 @@ static bool write_plot_files(const run_ctx_t *ctx, const char *dir, const char *
         fmt(label, sizeof(label), v, "");
         if (value(ctx, scenario, run_systems[s], "reached") == 0)
             snprintf(label + strlen(label), sizeof(label) - strlen(label), " (not reached)");
+        double over = value(ctx, scenario, run_systems[s], "over_capacity");
+        if (over > 0.01) /* churn: a system that did not keep to the capacity */
+            snprintf(label + strlen(label), sizeof(label) - strlen(label),
+                     " (%.0f%% over capacity)", 100 * over);
         fprintf(f, "%s %.6g %.6g %.6g \"%s\"\n", run_systems[s], v, lo ? json_number_value(lo) : v,
                 hi ? json_number_value(hi) : v, label);
         n++;
