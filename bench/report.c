@@ -33,7 +33,7 @@
 #define GOAL_GARBAGE_SLOWDOWN 0.05
 #define HYPERALLOC_FACTOR     362.0
 
-static const char *const plotted[] = {"free", "garbage", "live", "grow", "scale"};
+static const char *const plotted[] = {"free", "garbage", "live", "grow", "churn", "scale"};
 
 /* ---- Rows ------------------------------------------------------------------ */
 
@@ -239,6 +239,11 @@ static const char *plot_metric(const char *scenario, const char **unit, const ch
         *title = "scale: the daemon's idle CPU with 1000 clients";
         return "idle_cpu_pct";
     }
+    if (strcmp(scenario, "churn") == 0) {
+        *unit = "ms";
+        *title = "p99 latency of the guests' operations";
+        return "op_p99_ms";
+    }
     *unit = "ms per GiB (log scale)";
     *title = strcmp(scenario, "grow") == 0 ? "grow: ms per GiB given back and touched"
                                            : "ms per GiB taken back";
@@ -273,6 +278,10 @@ static bool write_plot_files(const run_ctx_t *ctx, const char *dir, const char *
         fmt(label, sizeof(label), v, "");
         if (value(ctx, scenario, run_systems[s], "reached") == 0)
             snprintf(label + strlen(label), sizeof(label) - strlen(label), " (not reached)");
+        double over = value(ctx, scenario, run_systems[s], "over_capacity");
+        if (over > 0.01) /* churn: a system that did not keep to the capacity */
+            snprintf(label + strlen(label), sizeof(label) - strlen(label),
+                     " (%.0f%% over capacity)", 100 * over);
         fprintf(f, "%s %.6g %.6g %.6g \"%s\"\n", run_systems[s], v, lo ? json_number_value(lo) : v,
                 hi ? json_number_value(hi) : v, label);
         n++;
@@ -344,6 +353,37 @@ static void draw_plots(const run_ctx_t *ctx, const char *dir, bool drawn[], char
 
 /* ---- The report ------------------------------------------------------------ */
 
+/* churn's own table: one column per system, one line per metric. */
+static void churn_table(const run_ctx_t *ctx, FILE *f)
+{
+    static const char *const metrics[][3] = {
+        {"work_done", "ops", "operations done"},
+        {"op_p99_ms", "ms", "p99 operation latency (ms)"},
+        {"bytes_moved", "bytes", "bytes moved"},
+        {"over_capacity", "fraction", "time over capacity"},
+        {"missed_deadlines", "count", "missed deadlines"},
+    };
+    char a[64];
+
+    if (!has_rows(ctx, "churn"))
+        return;
+
+    int reps = mm__run_churn_reps(ctx);
+
+    fprintf(f,
+            "\nchurn (guests whose demand shifts, under a fixed capacity; %d repetition%s):\n\n"
+            "| churn | mm | balloon | fpr | virtio-mem |\n| --- | ---: | ---: | ---: | ---: |\n",
+            reps, reps > 1 ? "s" : "");
+    for (size_t m = 0; m < sizeof(metrics) / sizeof(metrics[0]); m++) {
+        fprintf(f, "| %s |", metrics[m][2]);
+        for (int sys = 0; sys < RUN_FLOOR; sys++) {
+            fmt(a, sizeof(a), value(ctx, "churn", run_systems[sys], metrics[m][0]), metrics[m][1]);
+            fprintf(f, " %s |", a);
+        }
+        fprintf(f, "\n");
+    }
+}
+
 /* The ratio table: per scenario and metric, each system's median, mm
  * against the floor, and how many times the baselines' value is mm's. */
 static void ratio_table(const run_ctx_t *ctx, FILE *f)
@@ -373,6 +413,7 @@ static void ratio_table(const run_ctx_t *ctx, FILE *f)
         }
         fprintf(f, "\n");
     }
+    churn_table(ctx, f);
     double clients = value(ctx, "scale", "mm", "clients");
     if (!isnan(clients))
         fprintf(f, "\nscale: one daemon held %.0f clients at %.2f%% of one CPU while they idled.\n",

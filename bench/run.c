@@ -13,7 +13,8 @@
  *            set); the host asks for 32 MiB (quick) of it: it must be paged.
  *   grow     the host gives memory back and the client touches all of it:
  *            mm (a libmm client in this process) against the floor.
- *   churn    not run yet (see the note it leaves).
+ *   churn    guests whose demand shifts in phases under a fixed capacity
+ *            (run_churn.c); no floor.
  *   scale    clients one daemon holds and its idle CPU (rtt.c's scale part).
  * Systems: mm, balloon, fpr, virtio-mem (mmguest drivers, through
  * guestrun.c) and floor (one bulk punch of the same bytes; for grow, a
@@ -284,21 +285,95 @@ static int run_grow(run_ctx_t *ctx)
     for (int sys = 1; sys < RUN_FLOOR && rc == 0; sys++)
         rc = not_run(ctx, "grow", run_systems[sys],
                      ctx->missing[sys] ? missing_reason(sys)
-                                       : "the guest model has no workload that takes memory back "
-                                         "and touches it on request");
+                                       : "not built: the guest model has no workload that "
+                                         "allocates and touches memory on request (phase= "
+                                         "grows on a clock), so a deflate or plug followed by "
+                                         "the guest's first touch is not timed yet");
     if (rc == 0 && nm == 0)
         rc = not_run(ctx, "grow", "mm", "every repetition failed (see the log)");
     return rc;
 }
 
+/* Rows of one system of churn. */
+static int churn_rows(run_ctx_t *ctx, int sys, const run_churn_sample_t *s, int reps)
+{
+    double work[MAX_REPS], p99[MAX_REPS], moved[MAX_REPS], missed[MAX_REPS], over[MAX_REPS],
+        frz[MAX_REPS];
+    size_t n = 0;
+    int ran = 0, intact = 1, rc;
+    const char *name = run_systems[sys];
+
+    for (int i = 0; i < reps; i++) {
+        if (!s[i].ran)
+            continue;
+        ran++;
+        intact = intact && s[i].intact;
+        if (!s[i].measured)
+            continue;
+        work[n] = s[i].work_done;
+        p99[n] = s[i].op_p99_ms;
+        moved[n] = s[i].bytes_moved;
+        missed[n] = s[i].missed_deadlines;
+        over[n] = s[i].over_capacity;
+        frz[n] = s[i].freezes;
+        n++;
+    }
+    if (ran == 0)
+        return not_run(ctx, "churn", name, "every repetition failed to start (see the log)");
+    rc = add_median(ctx, "churn", name, "work_done", "ops", work, n);
+    if (rc == 0)
+        rc = add_median(ctx, "churn", name, "op_p99_ms", "ms", p99, n);
+    if (rc == 0)
+        rc = add_median(ctx, "churn", name, "bytes_moved", "bytes", moved, n);
+    if (rc == 0)
+        rc = add_median(ctx, "churn", name, "over_capacity", "fraction", over, n);
+    if (rc == 0 && sys == 0)
+        rc = add_median(ctx, "churn", name, "missed_deadlines", "count", missed, n);
+    if (rc == 0 && sys == 0)
+        rc = add_median(ctx, "churn", name, "freezes", "count", frz, n);
+    if (rc == 0)
+        rc = mm__results_add(ctx->res, &(mm_result_row_t){"churn", name, "data_intact", "bool"},
+                             intact, &(mm_result_key_t){"reps", ran}, 1);
+    return rc;
+}
+
+/* --quick runs one repetition of churn (unless --reps says otherwise) to
+ * keep the whole quick run within five minutes. */
+int mm__run_churn_reps(const run_ctx_t *ctx)
+{
+    return ctx->opts->quick && ctx->opts->reps <= 0 ? 1 : ctx->reps;
+}
+
+/* churn has no floor: nothing in the kernel moves memory between guests by
+ * itself. */
 static int run_churn(run_ctx_t *ctx)
 {
-    int rc = 0;
+    static run_churn_sample_t s[RUN_FLOOR][MAX_REPS];
+    run_ctx_t shown = *ctx; /* the progress line shows churn's own count */
+    int reps = mm__run_churn_reps(ctx), rc = 0;
 
+    shown.reps = reps;
+    memset(s, 0, sizeof(s));
+    for (int rep = 0; rep < reps; rep++) {
+        for (int sys = 0; sys < RUN_FLOOR; sys++) {
+            if (ctx->missing[sys])
+                continue;
+            mm__run_progress(&shown, "churn", run_systems[sys], rep, NULL);
+            int r = mm__run_churn_rep(ctx, run_systems[sys], &s[sys][rep]);
+            if (r == -ENOTSUP) {
+                driver_missing(ctx, sys);
+                continue;
+            }
+            if (r < 0)
+                say(ctx, "churn on %s, rep %d: failed: %s", run_systems[sys], rep + 1,
+                    mm_strerror(r));
+            else if (!s[sys][rep].intact)
+                say(ctx, "churn on %s, rep %d: DATA DAMAGED", run_systems[sys], rep + 1);
+        }
+    }
     for (int sys = 0; sys < RUN_FLOOR && rc == 0; sys++)
-        rc = not_run(ctx, "churn", run_systems[sys],
-                     "not built yet: the guest model has no workloads whose demand shifts in "
-                     "phases");
+        rc = ctx->missing[sys] ? not_run(ctx, "churn", run_systems[sys], missing_reason(sys))
+                               : churn_rows(ctx, sys, s[sys], reps);
     return rc;
 }
 
@@ -416,6 +491,9 @@ int mm__bench_run(const mm_bench_opts_t *opts, mm_results_t *res)
                 (unsigned long long)((opts->quick ? GROW_QUICK_BYTES : GROW_FULL_BYTES) >> 20));
         } else if (strcmp(scenario_names[i], "churn") == 0) {
             rc = run_churn(&ctx);
+            mm__run_churn_describe(opts->quick, mm__run_churn_reps(&ctx), text + len,
+                                   sizeof(text) - len);
+            len += strlen(text + len);
         } else {
             rc = run_scale(&ctx);
             describe(text, sizeof(text), &len,

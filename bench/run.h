@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "bench.h"
+#include "guestrun.h"
 
 #define RUN_N_SYSTEMS 5 /* mm, balloon, fpr, virtio-mem, floor */
 #define RUN_FLOOR     4 /* index of floor in run_systems */
@@ -54,6 +55,29 @@ typedef struct run_guest_sample {
  * mmguest lacks the driver. */
 int mm__run_guest_rep(run_ctx_t *ctx, const run_guest_scn_t *scn, const char *system,
                       run_guest_sample_t *s);
+
+/* churn: one repetition on system (a guest driver); -ENOTSUP when mmguest
+ * lacks the driver. run_churn.c says what is measured. */
+typedef struct run_churn_sample {
+    bool ran, measured, intact;
+    double work_done, op_p99_ms, bytes_moved, missed_deadlines, over_capacity, freezes;
+} run_churn_sample_t;
+
+int mm__run_churn_rep(run_ctx_t *ctx, const char *system, run_churn_sample_t *s);
+/* The churn layout as markdown (one list item), run reps times. */
+void mm__run_churn_describe(bool quick, int reps, char *buf, size_t cap);
+/* churn's repetitions: one with --quick unless --reps says otherwise. */
+int mm__run_churn_reps(const run_ctx_t *ctx);
+
+/* Sleep until CLOCK_MONOTONIC (mm__bench_now_ns) reaches t_ns. */
+void mm__run_sleep_until(uint64_t t_ns);
+
+/* A guest the daemon froze (mm's last resort for a client that missed a
+ * revocation's deadline) stays stopped while its target is below what it
+ * holds: give it its RAM (ram_bytes) back and wait for the thaw, so that it
+ * can be counted and can verify its data. *freezes gets the freezes seen. */
+int mm__run_thaw_frozen(mm_guestrun_t *g, int n, const mm_bench_daemon_t *d, uint64_t ram_bytes,
+                        double *freezes);
 
 /* The floor for a guest scenario: ms for one fallocate(PUNCH_HOLE) of
  * taken_bytes out of a populated memfd of held_bytes. < 0 on failure. */

@@ -33,7 +33,6 @@
 
 #include <mm/mm.h>
 
-#include "guestrun.h"
 #include "platform.h"
 
 #define RUN_CAPACITY "4G"
@@ -43,7 +42,7 @@
 #define RESIZE_DEADLINE       20000
 #define MAX_GUESTS            8
 
-static void sleep_until(uint64_t t_ns)
+void mm__run_sleep_until(uint64_t t_ns)
 {
     uint64_t now = mm__bench_now_ns();
 
@@ -121,12 +120,8 @@ static int resize_all(mm_guestrun_t *g, int n, const mm_bench_daemon_t *d, uint6
     return rc;
 }
 
-/* A guest the daemon froze (mm's last resort for a client that missed a
- * revocation's deadline) stays stopped while its target is below what it
- * holds: give it its RAM back and wait for the thaw, so that it can be
- * counted and can verify its data. *freezes gets the freezes seen. */
-static int thaw_frozen(mm_guestrun_t *g, int n, const mm_bench_daemon_t *d, uint64_t ram_bytes,
-                       double *freezes)
+int mm__run_thaw_frozen(mm_guestrun_t *g, int n, const mm_bench_daemon_t *d, uint64_t ram_bytes,
+                        double *freezes)
 {
     *freezes = 0;
     for (int i = 0; i < n; i++) {
@@ -140,7 +135,7 @@ static int thaw_frozen(mm_guestrun_t *g, int n, const mm_bench_daemon_t *d, uint
                 break;
             if (t == 0)
                 rc = mm__guestrun_ask(&g[i], d, ram_bytes);
-            sleep_until(mm__bench_now_ns() + 1000000ull);
+            mm__run_sleep_until(mm__bench_now_ns() + 1000000ull);
             json_decref(e);
             e = NULL;
             if (rc == 0)
@@ -164,7 +159,7 @@ static int measure(mm_guestrun_t *g, const mm_bench_daemon_t *d, const run_guest
 
     if (scn->window_ms > 0) {
         rc = read_counts(g, n, d, &ref);
-        sleep_until(ref.at_ns + (uint64_t)scn->window_ms * 1000000ull);
+        mm__run_sleep_until(ref.at_ns + (uint64_t)scn->window_ms * 1000000ull);
     }
     if (rc == 0)
         rc = read_counts(g, n, d, &before);
@@ -172,8 +167,8 @@ static int measure(mm_guestrun_t *g, const mm_bench_daemon_t *d, const run_guest
         rc = resize_all(g, n, d, scn->keep_bytes, deadline_ms, s);
     if (rc < 0)
         return rc;
-    sleep_until(before.at_ns + (uint64_t)scn->window_ms * 1000000ull);
-    rc = thaw_frozen(g, n, d, scn->ram_bytes, &s->freezes);
+    mm__run_sleep_until(before.at_ns + (uint64_t)scn->window_ms * 1000000ull);
+    rc = mm__run_thaw_frozen(g, n, d, scn->ram_bytes, &s->freezes);
     if (rc == 0)
         rc = read_counts(g, n, d, &after);
     if (rc < 0)

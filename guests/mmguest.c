@@ -54,7 +54,8 @@ static void usage(FILE *f)
             "until SIGTERM or SIGINT; then verify every byte the workloads hold, print a\n"
             "final JSON line with \"data_intact\" and exit 0 only if all is intact.\n"
             "SIGUSR1 prints one JSON line of the guest's statistics and \"rounds\" (and the\n"
-            "driver's own: balloon_bytes, oom_deflates, reported_bytes, plugged_bytes...).\n"
+            "driver's own: balloon_bytes, oom_deflates, reported_bytes, plugged_bytes...;\n"
+            "with phase= items, the operations: ops, op_p99_ms, op_hist).\n"
             "SIGUSR2 makes the guest free what it can do without, as a workload ending a\n"
             "phase: its temp= items, its runtimes' garbage (a full collection, a purge)\n"
             "and its page cache.\n"
@@ -91,6 +92,14 @@ static void usage(FILE *f)
             "                        guest then holds it as free, resident RAM\n"
             "  temp=SIZE             anonymous memory filled at start and left idle; freed\n"
             "                        on SIGUSR2 (verified until then)\n"
+            "  phase=SIZE:period=MS[:offset=PCT]\n"
+            "                        demand in phases: each period (shifted by PCT%% of\n"
+            "                        it) grows to SIZE of checksummed memory in 4 MiB\n"
+            "                        steps over its first quarter, holds it in the second\n"
+            "                        (each round verifies one step), then frees it all\n"
+            "                        and idles; every step written or verified is a timed\n"
+            "                        operation: SIGUSR1 adds ops, op_p99_ms and op_hist\n"
+            "                        (cumulative [[upper bound us, count], ...])\n"
             "Sizes are written like 4096, 512K, 200M, 4G. Example:\n"
             "  --workload anon=64M:hot=25,gc=48M:live=25,cache=32M\n",
             MM_WL_MAX_ITEMS);
@@ -330,12 +339,14 @@ static const char *driver_fields(const mm_guest_stats_t *s)
     return buf;
 }
 
-/* One JSON line: every field of mm_guest_stats_t, then rounds, then extra
- * (already formatted, starting with a comma) if not NULL. */
+/* One JSON line: every field of mm_guest_stats_t, then rounds, the phase
+ * items' operations, then extra (already formatted, starting with a comma)
+ * if not NULL. */
 static void print_stats(mm_guest_t *g, mm_wl_t *w, uint64_t rounds, const char *extra)
 {
     struct stats_call c = {.g = g};
     const mm_guest_stats_t *s = &c.st;
+    char ops[4096];
 
     mm__wl_blocking(w, read_stats, &c);
     printf("{\"ram_bytes\":%" PRIu64 ",\"target_bytes\":%" PRIu64 ",\"resident_bytes\":%" PRIu64
@@ -346,12 +357,13 @@ static void print_stats(mm_guest_t *g, mm_wl_t *w, uint64_t rounds, const char *
            ",\"shrunk_bytes\":%" PRIu64 ",\"zero_fills\":%" PRIu64 ",\"moves\":%" PRIu64
            ",\"revocations\":%" PRIu64 ",\"cache_hits\":%" PRIu64 ",\"cache_misses\":%" PRIu64
            ",\"swap_errors\":%" PRIu64 ",\"first_swap_ns\":%" PRIu64
-           ",\"last_cache_drop_ns\":%" PRIu64 ",\"rounds\":%" PRIu64 "%s%s}\n",
+           ",\"last_cache_drop_ns\":%" PRIu64 ",\"rounds\":%" PRIu64 "%s%s%s}\n",
            s->ram_bytes, s->target_bytes, s->resident_bytes, s->used_bytes, s->anon_bytes,
            s->cache_bytes, s->virtual_bytes, s->swapped_bytes, s->swap_out_bytes, s->swap_in_bytes,
            s->cache_dropped_bytes, s->cache_lost_bytes, s->shrunk_bytes, s->zero_fills, s->moves,
            s->revocations, s->cache_hits, s->cache_misses, s->swap_errors, s->first_swap_ns,
-           s->last_cache_drop_ns, rounds, driver_fields(s), extra ? extra : "");
+           s->last_cache_drop_ns, rounds, driver_fields(s), mm__wl_ops_json(w, ops, sizeof ops),
+           extra ? extra : "");
     fflush(stdout);
 }
 

@@ -36,6 +36,8 @@
 #include <mm/gc.h>
 #include <mm/jemalloc.h>
 
+#include "platform.h"
+
 #define BLOCK_BYTES  4096u
 #define BLOCK_WORDS  (BLOCK_BYTES / sizeof(uint64_t))
 #define DISK_SEED    0x6d6d67756573746bull /* "mmguestk" */
@@ -47,6 +49,10 @@
 #define JE_VAL_STEP (16u << 10)
 /* A round rewrites 1/REWRITE_SHARE of an anon item's hot pages. */
 #define REWRITE_SHARE 16u
+/* A phase item grows and is verified in steps of this many bytes. */
+#define PHASE_STEP (4u << 20)
+/* Operation latency buckets: four per power of two of microseconds. */
+#define OP_BUCKETS 104
 /* Corruption reports written to stderr, at most. */
 #define MAX_REPORTS 16
 
@@ -70,6 +76,17 @@ typedef struct anon_item {
     bool temp; /* a temp= item: freed by mm__wl_free_temp (pages then 0) */
 } anon_item_t;
 
+/* Invariant: steps [0, n_held) are allocated (pages != 0), the rest not;
+ * each step is an anonymous range whose every page is checked. */
+typedef struct phase_item {
+    anon_item_t *step; /* [steps] */
+    uint64_t steps;    /* SIZE in PHASE_STEP units, rounded up */
+    uint64_t n_held;
+    uint64_t next_check; /* the held step the next round verifies */
+    uint64_t period_ns, shift_ns;
+    uint64_t seed;
+} phase_item_t;
+
 typedef struct cache_item {
     uint64_t blocks; /* blocks [0, blocks) are read every round */
 } cache_item_t;
@@ -82,6 +99,10 @@ struct mm_wl {
     size_t n_anon;
     cache_item_t cache[MM_WL_MAX_ITEMS];
     size_t n_cache;
+    phase_item_t phase[MM_WL_MAX_ITEMS];
+    size_t n_phase;
+    uint64_t ops;   /* phase operations done */
+    uint64_t op_hist[OP_BUCKETS];
     uint64_t *buf; /* one disk block */
     bool gc_on;
     uint32_t *gc_gen;
@@ -160,7 +181,7 @@ static void report(const char *fmt, ...)
 
 /* ---- The spec ------------------------------------------------------------ */
 
-static const char *const kind_names[] = {"anon", "gc", "je", "cache", "free", "temp"};
+static const char *const kind_names[] = {"anon", "gc", "je", "cache", "free", "temp", "phase"};
 
 static int parse_pct(const char *text, unsigned *out)
 {
@@ -177,10 +198,41 @@ static int parse_pct(const char *text, unsigned *out)
     return 0;
 }
 
+/* A phase item's options, "period=MS[:offset=PCT]" (opt, writable; NULL
+ * when there were none). */
+static int parse_phase(const char *name, char *opt, mm_wl_item_t *it, char *why, size_t why_len)
+{
+    char *end, *offset = opt ? strchr(opt, ':') : NULL;
+    unsigned long ms;
+
+    it->pct = 0;
+    if (offset != NULL)
+        *offset++ = '\0';
+    if (opt == NULL || strncmp(opt, "period=", 7) != 0 || opt[7] < '0' || opt[7] > '9') {
+        say(why, why_len, "workload item %s needs period=MS (e.g. phase=64M:period=4000)", name);
+        return -EINVAL;
+    }
+    errno = 0;
+    ms = strtoul(opt + 7, &end, 10);
+    if (errno != 0 || *end != '\0' || ms < 100 || ms > 3600000) {
+        say(why, why_len, "bad period '%s' in workload item %s (100 to 3600000 ms)", opt + 7, name);
+        return -EINVAL;
+    }
+    it->period_ms = (uint32_t)ms;
+    if (offset == NULL)
+        return 0;
+    if (strncmp(offset, "offset=", 7) != 0 || parse_pct(offset + 7, &it->pct) < 0) {
+        say(why, why_len, "workload item %s takes offset=PCT (0 to 100) after the period, not '%s'",
+            name, offset);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 /* One item, "name=SIZE[:key=PCT]", in a writable copy. */
 static int parse_item(char *text, mm_wl_item_t *it, char *why, size_t why_len)
 {
-    static const char *const option_of[] = {"hot", "live", "live", NULL, NULL, NULL};
+    static const char *const option_of[] = {"hot", "live", "live", NULL, NULL, NULL, NULL};
     char *eq = strchr(text, '='), *opt;
     int kind = -1;
 
@@ -193,7 +245,7 @@ static int parse_item(char *text, mm_wl_item_t *it, char *why, size_t why_len)
         if (strcmp(text, kind_names[k]) == 0)
             kind = k;
     if (kind < 0) {
-        say(why, why_len, "unknown workload '%s' (anon, gc, je, cache, free or temp)", text);
+        say(why, why_len, "unknown workload '%s' (anon, gc, je, cache, free, temp or phase)", text);
         return -EINVAL;
     }
     it->kind = (mm_wl_kind_t)kind;
@@ -206,6 +258,8 @@ static int parse_item(char *text, mm_wl_item_t *it, char *why, size_t why_len)
         say(why, why_len, "bad size '%s' in workload item %s (e.g. 32M)", eq + 1, text);
         return -EINVAL;
     }
+    if (kind == MM_WL_PHASE)
+        return parse_phase(text, opt, it, why, why_len);
     if (opt == NULL)
         return 0;
     char *oeq = strchr(opt, '=');
@@ -566,47 +620,65 @@ static uint64_t anon_check_pages(const anon_item_t *a, size_t item, uint64_t fro
     return errors;
 }
 
-static int anon_start(mm_wl_t *w, const mm_wl_item_t *it, size_t item, char *why, size_t why_len)
+/* Allocate and fill bytes of guest anonymous memory as *a, pct of its pages
+ * hot; on failure *a holds nothing. */
+static int anon_make(mm_guest_t *g, anon_item_t *a, uint64_t bytes, unsigned pct, uint64_t seed)
 {
-    anon_item_t *a = &w->anon[w->n_anon];
     void *p = NULL;
     int err;
 
-    a->pages = (it->bytes + BLOCK_BYTES - 1) / BLOCK_BYTES;
+    a->pages = (bytes + BLOCK_BYTES - 1) / BLOCK_BYTES;
     a->alloc_bytes = (a->pages * BLOCK_BYTES + MM_GUEST_PAGE_BYTES - 1) / MM_GUEST_PAGE_BYTES *
                      MM_GUEST_PAGE_BYTES;
-    a->hot = a->pages * it->pct / 100;
-    if (a->hot == 0 && it->pct > 0)
+    a->hot = a->pages * pct / 100;
+    if (a->hot == 0 && pct > 0)
         a->hot = 1;
-    a->seed = mix(0xa11011ull + item);
+    a->seed = seed;
+    a->next_write = 0;
     a->gen = calloc((size_t)a->pages, sizeof *a->gen);
-    if (a->gen == NULL) {
-        say(why, why_len, "out of memory");
-        return -ENOMEM;
-    }
-    err = mm__guest_anon_alloc(w->g, a->alloc_bytes, &p);
+    err = a->gen ? mm__guest_anon_alloc(g, a->alloc_bytes, &p) : -ENOMEM;
     if (err < 0) {
         free(a->gen);
-        a->gen = NULL;
-        say(why, why_len, "cannot allocate %" PRIu64 " bytes of guest anonymous memory: %s",
-            a->alloc_bytes, mm_strerror(err));
+        *a = (anon_item_t){0};
         return err;
     }
     a->base = p;
-    w->n_anon++;
     for (uint64_t pg = 0; pg < a->pages; pg++)
         anon_fill_page(a, pg);
     return 0;
 }
 
-static uint64_t anon_round(mm_wl_t *w, size_t i)
+/* Give *a's memory back (it then holds nothing). */
+static int anon_unmake(mm_guest_t *g, anon_item_t *a)
 {
-    anon_item_t *a = &w->anon[i];
+    int err = a->alloc_bytes ? mm__guest_anon_free(g, a->base, a->alloc_bytes) : 0;
+
+    free(a->gen);
+    *a = (anon_item_t){0};
+    return err;
+}
+
+static int anon_start(mm_wl_t *w, const mm_wl_item_t *it, size_t item, char *why, size_t why_len)
+{
+    int err = anon_make(w->g, &w->anon[w->n_anon], it->bytes, it->pct, mix(0xa11011ull + item));
+
+    if (err < 0) {
+        say(why, why_len, "cannot allocate %" PRIu64 " bytes of guest anonymous memory: %s",
+            it->bytes, mm_strerror(err));
+        return err;
+    }
+    w->n_anon++;
+    return 0;
+}
+
+/* Verify a's hot pages and rewrite a share of them. */
+static uint64_t anon_use(mm_guest_t *g, anon_item_t *a, size_t item)
+{
     uint64_t errors, n;
 
     if (a->hot == 0)
         return 0;
-    errors = anon_check_pages(a, i, 0, a->hot);
+    errors = anon_check_pages(a, item, 0, a->hot);
     n = a->hot / REWRITE_SHARE ? a->hot / REWRITE_SHARE : 1;
     for (uint64_t k = 0; k < n; k++) {
         uint64_t p = (a->next_write + k) % a->hot;
@@ -615,8 +687,145 @@ static uint64_t anon_round(mm_wl_t *w, size_t i)
         anon_fill_page(a, p);
     }
     a->next_write = (a->next_write + n) % a->hot;
-    mm__guest_anon_touched(w->g, a->base, a->hot * BLOCK_BYTES);
+    mm__guest_anon_touched(g, a->base, a->hot * BLOCK_BYTES);
     return errors;
+}
+
+static uint64_t anon_round(mm_wl_t *w, size_t i)
+{
+    return anon_use(w->g, &w->anon[i], i);
+}
+
+/* ---- Phases ------------------------------------------------------------------ */
+
+static int phase_start(mm_wl_t *w, const mm_wl_item_t *it, size_t item, char *why, size_t why_len)
+{
+    phase_item_t *ph = &w->phase[w->n_phase];
+
+    ph->steps = (it->bytes + PHASE_STEP - 1) / PHASE_STEP;
+    ph->step = calloc((size_t)ph->steps, sizeof *ph->step);
+    if (ph->step == NULL) {
+        say(why, why_len, "out of memory");
+        return -ENOMEM;
+    }
+    ph->period_ns = (uint64_t)it->period_ms * 1000000u;
+    ph->shift_ns = ph->period_ns * it->pct / 100;
+    ph->seed = mix(0x9a5eull + item);
+    w->n_phase++;
+    return 0;
+}
+
+/* The steps phase item ph wants held at now_ns: it grows over the first
+ * quarter of its period, holds in the second and holds nothing in the second
+ * half. Periods follow the machine's monotonic clock, not the guest's start,
+ * so that guests started one after another keep their offsets. */
+static uint64_t phase_wanted(const phase_item_t *ph, uint64_t now_ns)
+{
+    uint64_t pos = (now_ns + ph->shift_ns) % ph->period_ns, quarter = ph->period_ns / 4;
+
+    if (pos < quarter)
+        return (ph->steps * pos + quarter - 1) / quarter;
+    return pos < 2 * quarter ? ph->steps : 0;
+}
+
+static unsigned op_bucket(uint64_t ns)
+{
+    uint64_t us = ns / 1000;
+
+    if (us < 4)
+        return (unsigned)us;
+    unsigned lg = 63u - (unsigned)__builtin_clzll(us);
+    if (lg > 25)
+        return OP_BUCKETS - 1;
+    return 4 * lg + (unsigned)((us >> (lg - 2)) & 3) - 4;
+}
+
+/* The bucket's upper bound in microseconds (exclusive). */
+static uint64_t op_bucket_upper_us(unsigned b)
+{
+    if (b < 4)
+        return b + 1;
+    return (uint64_t)(5 + b % 4) << (b / 4 - 1);
+}
+
+static void op_done(mm_wl_t *w, uint64_t t0_ns)
+{
+    w->ops++;
+    w->op_hist[op_bucket(mm__now_ns() - t0_ns)]++;
+}
+
+/* Free what the phase no longer wants, grow to what it wants (one timed
+ * operation per step), then verify one held step (one more). */
+static uint64_t phase_round(mm_wl_t *w, size_t i)
+{
+    phase_item_t *ph = &w->phase[i];
+    uint64_t wanted = phase_wanted(ph, mm__now_ns()), errors = 0;
+
+    while (ph->n_held > wanted)
+        if (anon_unmake(w->g, &ph->step[--ph->n_held]) < 0)
+            errors++; /* the guest lost track of its own memory */
+    while (ph->n_held < wanted) {
+        uint64_t t0 = mm__now_ns();
+        int err =
+            anon_make(w->g, &ph->step[ph->n_held], PHASE_STEP, 100, ph->seed ^ mix(ph->n_held));
+
+        if (err < 0) {
+            report("phase item %zu: cannot grow by a step: %s", i, mm_strerror(err));
+            break; /* tried again next round */
+        }
+        ph->n_held++;
+        op_done(w, t0);
+    }
+    if (ph->n_held > 0) {
+        uint64_t t0 = mm__now_ns();
+
+        ph->next_check %= ph->n_held;
+        errors += anon_use(w->g, &ph->step[ph->next_check++], i);
+        op_done(w, t0);
+    }
+    return errors;
+}
+
+static uint64_t phase_verify(mm_wl_t *w, uint64_t *bytes)
+{
+    uint64_t errors = 0;
+
+    for (size_t i = 0; i < w->n_phase; i++) {
+        for (uint64_t s = 0; s < w->phase[i].n_held; s++) {
+            anon_item_t *a = &w->phase[i].step[s];
+
+            errors += anon_check_pages(a, i, 0, a->pages);
+            *bytes += a->pages * BLOCK_BYTES;
+        }
+    }
+    return errors;
+}
+
+const char *mm__wl_ops_json(const mm_wl_t *w, char *buf, size_t len)
+{
+    uint64_t seen = 0, p99_us = 0;
+    size_t n;
+
+    buf[0] = '\0';
+    if (w == NULL || w->n_phase == 0 || len == 0)
+        return buf;
+    for (unsigned b = 0; b < OP_BUCKETS && w->ops > 0; b++) {
+        seen += w->op_hist[b];
+        if (seen * 100 >= w->ops * 99) {
+            p99_us = op_bucket_upper_us(b);
+            break;
+        }
+    }
+    n = (size_t)snprintf(buf, len, ",\"ops\":%" PRIu64 ",\"op_p99_ms\":%.3f,\"op_hist\":[", w->ops,
+                         (double)p99_us / 1000);
+    for (unsigned b = 0; b < OP_BUCKETS && n < len; b++)
+        if (w->op_hist[b] != 0)
+            n += (size_t)snprintf(buf + n, len - n, "%s[%" PRIu64 ",%" PRIu64 "]",
+                                  buf[n - 1] == '[' ? "" : ",", op_bucket_upper_us(b),
+                                  w->op_hist[b]);
+    if (n < len)
+        snprintf(buf + n, len - n, "]");
+    return buf;
 }
 
 /* Take bytes of frames in whole chunks, write them and free them without
@@ -926,6 +1135,9 @@ int mm__wl_start(mm_guest_t *g, const mm_wl_spec_t *spec, mm_wl_t **out, char *w
         case MM_WL_CACHE:
             err = cache_start(w, it, why, why_len);
             break;
+        case MM_WL_PHASE:
+            err = phase_start(w, it, i, why, why_len);
+            break;
         case MM_WL_GC:
         case MM_WL_FREE:
             break;
@@ -963,6 +1175,8 @@ static void round_outside_gc(void *arg)
     }
     for (size_t i = 0; i < w->n_cache; i++)
         r->errors += cache_read(w, i);
+    for (size_t i = 0; i < w->n_phase; i++)
+        r->errors += phase_round(w, i);
 }
 
 uint64_t mm__wl_round(mm_wl_t *w)
@@ -999,6 +1213,7 @@ static void verify_outside_gc(void *arg)
         v->errors += cache_read(w, i);
         v->bytes += w->cache[i].blocks * BLOCK_BYTES;
     }
+    v->errors += phase_verify(w, &v->bytes);
 }
 
 uint64_t mm__wl_verify(mm_wl_t *w, uint64_t *bytes)
@@ -1049,6 +1264,14 @@ static void give_back(void *arg)
         if (err < 0) /* the guest's close takes it anyway */
             fprintf(stderr, "mmguest: cannot free anon item %zu: %s\n", i, mm_strerror(err));
         free(a->gen);
+    }
+    for (size_t i = 0; i < w->n_phase; i++) {
+        phase_item_t *ph = &w->phase[i];
+
+        while (ph->n_held > 0)
+            if (anon_unmake(w->g, &ph->step[--ph->n_held]) < 0)
+                fprintf(stderr, "mmguest: cannot free a step of phase item %zu\n", i);
+        free(ph->step);
     }
     if (w->je_on)
         mm_jemalloc_arena_destroy(w->je_arena); /* every value goes with it */

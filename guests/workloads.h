@@ -13,6 +13,14 @@
  *                         back first).
  *   temp=SIZE             anonymous memory filled at start, left idle, and
  *                         freed by mm__wl_free_temp() (a phase's buffers).
+ *   phase=SIZE:period=MS[:offset=PCT]
+ *                         demand that shifts in phases: over each period
+ *                         (shifted by PCT of it) the item grows to SIZE of
+ *                         anonymous memory in the first quarter, holds it
+ *                         in the second, frees it all and idles for the
+ *                         second half. Its work is timed in operations
+ *                         (a 4 MiB step written, or one verified and partly
+ *                         rewritten), counted in a latency histogram.
  * A running set (mm_wl_t) owns what its items hold: the anonymous ranges, the
  * GC roots, the jemalloc arena and its values, and the shrink hooks it gave
  * the guest. The disk holds a pattern mm__wl_disk_prepare() wrote: every
@@ -39,12 +47,15 @@ typedef enum mm_wl_kind {
     MM_WL_CACHE,
     MM_WL_FREE,
     MM_WL_TEMP,
+    MM_WL_PHASE,
 } mm_wl_kind_t;
 
 typedef struct mm_wl_item {
     mm_wl_kind_t kind;
-    uint64_t bytes; /* > 0 */
-    unsigned pct;   /* anon: hot percent; gc, je: live percent; cache, free: 100 */
+    uint64_t bytes;     /* > 0 */
+    unsigned pct;       /* anon: hot percent; gc, je: live percent; phase: offset
+                         * percent; cache, free: 100 */
+    uint32_t period_ms; /* phase only: > 0 */
 } mm_wl_item_t;
 
 #define MM_WL_MAX_ITEMS 16
@@ -117,6 +128,12 @@ void mm__wl_blocking(mm_wl_t *w, void (*fn)(void *arg), void *arg);
 /* Free the temp= items (their memory goes back to the guest's allocator;
  * they are verified no more). Returns the bytes freed. */
 uint64_t mm__wl_free_temp(mm_wl_t *w);
+
+/* The phase items' operations as JSON fields, each starting with a comma:
+ * "ops" (done so far), "op_p99_ms" and "op_hist" (cumulative latency
+ * histogram: [[upper bound in microseconds, count], ...], non-empty buckets
+ * only). Empty when the set has no phase item. Returns buf. */
+const char *mm__wl_ops_json(const mm_wl_t *w, char *buf, size_t len);
 
 /* Turn the shrink hooks off (they give 0 from now on), give back the
  * anonymous ranges and the jemalloc arena, detach the GC and free the set.

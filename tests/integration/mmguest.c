@@ -424,6 +424,33 @@ Test(mmguest, a_free_item_leaves_its_memory_resident_and_free)
     stop_guest();
 }
 
+/* A phase item that has grown, freed and grown again within the run: its
+ * operations are counted, each in the latency histogram, and every step it
+ * held verified on stop. */
+static void check_phase(json_t *j)
+{
+    uint64_t ops = mm__bench_json_u64(j, "ops"), in_hist = 0;
+    json_t *hist = json_object_get(j, "op_hist"), *b;
+    size_t i;
+
+    cr_expect_geq(ops, 16, "two periods of a 16M phase: at least its 4 MiB steps written twice");
+    cr_expect(json_is_number(json_object_get(j, "op_p99_ms")), "op_p99_ms is a number");
+    cr_assert(json_is_array(hist), "op_hist is an array");
+    json_array_foreach(hist, i, b)
+    {
+        cr_expect_eq(json_array_size(b), 2, "a bucket is [upper_us, count]");
+        in_hist += (uint64_t)json_integer_value(json_array_get(b, 1));
+    }
+    cr_expect_eq(in_hist, ops, "every operation is in the histogram");
+}
+
+Test(mmguest, a_phase_item_grows_frees_and_counts_its_operations)
+{
+    struct guest_cfg cfg = {
+        .name = "g-phase", .ram = "64M", .spec = "anon=4M,phase=16M:period=400:offset=50"};
+    run_guest(&cfg, check_phase);
+}
+
 /* ---- The command line --------------------------------------------------------- */
 
 /* Run mmguest with args (NULL-terminated), its stderr captured, stdout
@@ -535,6 +562,12 @@ Test(mmguest, bad_arguments_exit_2_with_one_line)
     expect_bad_arg(run_mmguest("--socket", SOCK, "--ram", "16M", "--driver", "mm", "--workload",
                                "anon=64M", NULL),
                    "more memory than RAM and swap");
+    expect_bad_arg(run_mmguest("--socket", SOCK, "--ram", "64M", "--driver", "mm", "--workload",
+                               "phase=8M", NULL),
+                   "phase without a period");
+    expect_bad_arg(run_mmguest("--socket", SOCK, "--ram", "64M", "--driver", "mm", "--workload",
+                               "phase=8M:period=500:offset=120", NULL),
+                   "phase offset over 100");
     expect_bad_arg(run_mmguest("--socket", SOCK, "--ram", "64M", "--driver", "mm", "--bogus",
                                "--workload", "anon=8M", NULL),
                    "an unknown option");
