@@ -137,8 +137,8 @@ static int guest_rows(run_ctx_t *ctx, const run_guest_scn_t *scn, int sys,
                       const run_guest_sample_t *s, const double *floor_mspg)
 {
     double mspg[MAX_REPS], taken[MAX_REPS], out[MAX_REPS], in[MAX_REPS], slow[MAX_REPS],
-        ratio[MAX_REPS], frz[MAX_REPS];
-    size_t n = 0, ns = 0, nr = 0;
+        ratio[MAX_REPS], frz[MAX_REPS], host[MAX_REPS];
+    size_t n = 0, ns = 0, nr = 0, nh = 0;
     int ran = 0, measured = 0, reached = 0, intact = 1, rc;
     const char *name = run_systems[sys];
 
@@ -158,6 +158,8 @@ static int guest_rows(run_ctx_t *ctx, const run_guest_scn_t *scn, int sys,
         out[n] = s[i].swap_out_bytes;
         in[n] = s[i].swap_in_bytes;
         frz[n] = s[i].freezes;
+        if (s[i].daemon_bytes > 0)
+            host[nh++] = s[i].daemon_ms / (s[i].daemon_bytes / GIB);
         if (!isnan(s[i].slowdown))
             slow[ns++] = s[i].slowdown;
         if (floor_mspg[i] > 0)
@@ -179,6 +181,9 @@ static int guest_rows(run_ctx_t *ctx, const run_guest_scn_t *scn, int sys,
         rc = add_median(ctx, scn->name, name, "slowdown", "fraction", slow, ns);
     if (rc == 0 && sys == 0)
         rc = add_median(ctx, scn->name, name, "freezes", "count", frz, n);
+    /* mm's own passes (steps 1-2) apart from the request, polls and guests. */
+    if (rc == 0 && sys == 0 && nh > 0)
+        rc = add_median(ctx, scn->name, name, "daemon_reclaim_ms_per_gib", "ms/GiB", host, nh);
     if (rc == 0 && measured > 0)
         rc = mm__results_add(ctx->res, &(mm_result_row_t){scn->name, name, "reached", "bool"},
                              reached == measured,

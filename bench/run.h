@@ -49,6 +49,9 @@ typedef struct run_guest_sample {
     double ms, taken_bytes, swap_out_bytes, swap_in_bytes, slowdown;
     double freezes;         /* times the daemon froze a guest (mm's last resort) */
     double resident_at_end; /* summed, when reached (or at the deadline) */
+    /* mm: the daemon's own share, from its ladder (steps 1 and 2, free and
+     * discardable chunks): time in those passes and the bytes they took. */
+    double daemon_ms, daemon_bytes;
 } run_guest_sample_t;
 
 /* Measure one repetition of scn on system (a guest driver); -ENOTSUP when

@@ -151,6 +151,29 @@ int mm__run_thaw_frozen(mm_guestrun_t *g, int n, const mm_bench_daemon_t *d, uin
     return 0;
 }
 
+/* The daemon's time (ns) and bytes so far in reclaim steps 1 and 2, the
+ * steps that take memory with no message: its status's "ladder". */
+static int read_host_steps(const mm_bench_daemon_t *d, double *ns, double *bytes)
+{
+    json_t *st = NULL, *step;
+    size_t i;
+    int rc = mm__bench_ctl_status(d, &st);
+
+    *ns = *bytes = 0;
+    if (rc < 0)
+        return rc;
+    json_array_foreach(json_object_get(st, "ladder"), i, step)
+    {
+        const char *name = json_string_value(json_object_get(step, "step"));
+        if (name && (strcmp(name, "free") == 0 || strcmp(name, "discardable") == 0)) {
+            *ns += (double)mm__bench_json_u64(step, "sum_ns");
+            *bytes += (double)mm__bench_json_u64(step, "bytes");
+        }
+    }
+    json_decref(st);
+    return 0;
+}
+
 static int measure(mm_guestrun_t *g, const mm_bench_daemon_t *d, const run_guest_scn_t *scn,
                    int deadline_ms, run_guest_sample_t *s)
 {
@@ -163,10 +186,17 @@ static int measure(mm_guestrun_t *g, const mm_bench_daemon_t *d, const run_guest
     }
     if (rc == 0)
         rc = read_counts(g, n, d, &before);
+    double ns0 = 0, bytes0 = 0, ns1 = 0, bytes1 = 0;
+    if (rc == 0)
+        rc = read_host_steps(d, &ns0, &bytes0);
     if (rc == 0)
         rc = resize_all(g, n, d, scn->keep_bytes, deadline_ms, s);
+    if (rc == 0)
+        rc = read_host_steps(d, &ns1, &bytes1);
     if (rc < 0)
         return rc;
+    s->daemon_ms = (ns1 - ns0) / 1e6;
+    s->daemon_bytes = bytes1 - bytes0;
     mm__run_sleep_until(before.at_ns + (uint64_t)scn->window_ms * 1000000ull);
     rc = mm__run_thaw_frozen(g, n, d, scn->ram_bytes, &s->freezes);
     if (rc == 0)
