@@ -129,10 +129,13 @@ static int run_one(const char *driver, const sizes_t *z, sample_t *s)
         s->ms = (double)(mm__bench_now_ns() - t0) / 1e6;
         rc = w == -ETIMEDOUT ? 0 : w;
     }
-    if (rc == 0)
-        rc = mm__guestrun_stats(&g, &stats);
+    /* The host's discard time first, then the guest's message time: every
+     * discard counted is inside a round trip the guest has then counted too
+     * (the balloon may still be inflating past the size asked). */
     if (rc == 0)
         rc = mm__guestrun_client(&g, &d, &after);
+    if (rc == 0)
+        rc = mm__guestrun_stats(&g, &stats);
     if (rc == 0) {
         double was = (double)mm__bench_json_u64(before, "resident_bytes");
         s->taken = was > (double)resident ? was - (double)resident : 0;
