@@ -72,6 +72,10 @@ void mm__run_churn_describe(bool quick, int reps, char *buf, size_t cap);
 /* churn's repetitions: one with --quick unless --reps says otherwise. */
 int mm__run_churn_reps(const run_ctx_t *ctx);
 
+/* Stop n guests (each verifies its data) and then the daemon; true when
+ * every guest stopped cleanly with its data intact. */
+bool mm__run_stop_guests(mm_guestrun_t *g, int n, mm_bench_daemon_t *d);
+
 /* Sleep until CLOCK_MONOTONIC (mm__bench_now_ns) reaches t_ns. */
 void mm__run_sleep_until(uint64_t t_ns);
 

@@ -317,15 +317,7 @@ int mm__run_churn_rep(run_ctx_t *ctx, const char *system, run_churn_sample_t *s)
         if (rc == 0)
             rc = mm__run_thaw_frozen(g, started, &d, l->ram_bytes, &s->freezes);
     }
-    s->intact = s->ran;
-    for (int i = 0; i < started; i++) {
-        bool ok = false;
-        int stop = mm__guestrun_stop(&g[i], &ok, NULL);
-
-        s->intact = s->intact && stop == 0 && ok;
-    }
-    if (mm__bench_daemon_stop(&d) < 0)
-        fprintf(stderr, "mmbench run: mmsrv did not exit cleanly\n");
+    s->intact = mm__run_stop_guests(g, started, &d) && s->ran;
     return rc;
 }
 

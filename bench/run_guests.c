@@ -244,16 +244,22 @@ int mm__run_guest_rep(run_ctx_t *ctx, const run_guest_scn_t *scn, const char *sy
         s->ran = true;
         rc = measure(g, &d, scn, ctx->opts->quick ? RESIZE_DEADLINE_QUICK : RESIZE_DEADLINE, s);
     }
-    s->intact = s->ran;
-    for (int i = 0; i < started; i++) {
+    s->intact = mm__run_stop_guests(g, started, &d) && s->ran;
+    return rc;
+}
+
+bool mm__run_stop_guests(mm_guestrun_t *g, int n, mm_bench_daemon_t *d)
+{
+    bool intact = true;
+    for (int i = 0; i < n; i++) {
         bool ok = false;
         int stop = mm__guestrun_stop(&g[i], &ok, NULL);
 
-        s->intact = s->intact && stop == 0 && ok;
+        intact = intact && stop == 0 && ok;
     }
-    if (mm__bench_daemon_stop(&d) < 0)
+    if (mm__bench_daemon_stop(d) < 0)
         fprintf(stderr, "mmbench run: mmsrv did not exit cleanly\n");
-    return rc;
+    return intact;
 }
 
 double mm__run_floor_punch_ms(uint64_t held_bytes, uint64_t taken_bytes)

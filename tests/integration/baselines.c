@@ -58,16 +58,7 @@ static void open_guest(mm_guest_driver_t driver, uint64_t ram, uint64_t swap, ui
     }
     if (disk) {
         snprintf(disk_path, sizeof disk_path, "%s/disk", daemon_.dir);
-        int fd = open(disk_path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
-        cr_assert_geq(fd, 0);
-        uint8_t *buf = malloc(MIB);
-        for (uint64_t off = 0; off < disk; off += MIB) {
-            pattern_fill(buf, MIB, 77 + off / MIB);
-            cr_assert_eq(pwrite(fd, buf, MIB, (off_t)off), (ssize_t)MIB);
-        }
-        free(buf);
-        fsync(fd);
-        close(fd);
+        write_pattern_disk(disk_path, disk);
         o.disk_path = disk_path;
         o.cache_bytes = cache;
     }

@@ -4,9 +4,13 @@
 #include "common.h"
 
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 mm_bench_daemon_t daemon_;
 
@@ -191,4 +195,33 @@ uint64_t pattern_bad_pages(const uint8_t *p, uint64_t bytes, uint64_t seed)
             }
     }
     return bad;
+}
+
+void write_pattern_disk(const char *path, uint64_t bytes)
+{
+    int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+    cr_assert_geq(fd, 0, "disk image %s: %s", path, strerror(errno));
+    uint8_t *buf = malloc(1 << 20);
+    cr_assert_not_null(buf);
+    for (uint64_t off = 0; off < bytes; off += 1 << 20) {
+        pattern_fill(buf, 1 << 20, 77 + (off >> 20));
+        cr_assert_eq(pwrite(fd, buf, 1 << 20, (off_t)off), (ssize_t)(1 << 20));
+    }
+    free(buf);
+    fsync(fd);
+    close(fd);
+}
+
+char proc_state(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "re");
+    char state = '?';
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "State: %c", &state) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return state;
 }

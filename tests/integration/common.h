@@ -6,6 +6,7 @@
 #define MM_TEST_COMMON_H
 
 #include <stdatomic.h>
+#include <sys/types.h>
 
 #include <mm/mm.h>
 
@@ -60,5 +61,12 @@ mm_frame_source_t counting_source(counting_source_t *cs, mm_client_t *c);
 uint64_t pattern_word(uint64_t page, uint64_t i, uint64_t seed);
 void pattern_fill(uint8_t *p, uint64_t bytes, uint64_t seed);
 uint64_t pattern_bad_pages(const uint8_t *p, uint64_t bytes, uint64_t seed);
+
+/* Create the disk image at path: bytes of the pattern, seed 77 + MiB index
+ * for each MiB (what guest tests read back through the page cache). */
+void write_pattern_disk(const char *path, uint64_t bytes);
+
+/* The State letter of /proc/PID/status ('T' stopped, ...), '?' if none. */
+char proc_state(pid_t pid);
 
 #endif /* MM_TEST_COMMON_H */

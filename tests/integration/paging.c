@@ -65,20 +65,6 @@ static void stop_hold_intact(void)
     cr_assert(intact, "mmhold verified every byte it held");
 }
 
-static char proc_state(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "re");
-    char state = '?';
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "State: %c", &state) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return state;
-}
-
 /* Wait until field of client id satisfies want (== or >=). */
 static bool wait_field(uint32_t id, const char *key, uint64_t value, bool at_least, int ms)
 {

@@ -433,20 +433,6 @@ Test(restart, a_damaged_record_is_refused_and_kept_aside)
     stop_hold_intact(); /* its memory never depended on the daemon */
 }
 
-static char proc_state(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "re");
-    char state = '?';
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "State: %c", &state) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return state;
-}
-
 /* A client the dead daemon had frozen cannot reconnect by itself: the next
  * daemon puts its pages back from swap, continues it, and takes it back. */
 Test(restart, a_client_frozen_by_the_dead_daemon_is_thawed_with_its_pages)
