@@ -43,7 +43,7 @@
  *   scaling_vs_1_thread  mm only, threads > 1 (when 1 is measured): aggregate
  *                        pairs per second at N threads over that at one.
  *
- * Targets (issue 4; checked, and a miss makes the verdict fail): mm
+ * Targets (checked, and a miss makes the verdict fail): mm
  * alloc_free_ns <= 40 at one thread, speedup_vs_mutex_bitmap >= 3 at two
  * threads, bits_per_frame <= 1.1. Threads are not pinned; other load on the
  * machine inflates every system alike.

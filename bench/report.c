@@ -446,7 +446,7 @@ static void goals(const run_ctx_t *ctx, FILE *f, bool hugepages)
     double b_slow = value(ctx, "garbage", "balloon", "slowdown");
     char text[256];
 
-    fprintf(f, "Goals (from the issue: `--quick`, 4 KiB shmem backing):\n\n");
+    fprintf(f, "Goals (`--quick`, 4 KiB shmem backing):\n\n");
     goal(f, "free: mm ≤ 1.25 × floor", free_floor, GOAL_FREE_VS_FLOOR, true,
          "mm is %.2f× the floor", "the free scenario or its floor did not run");
     goal(f, "free: mm ≥ 15 × faster than balloon", free_balloon, GOAL_FREE_VS_BALLOON, false,
