@@ -53,26 +53,25 @@ static const char *const scenario_names[] = {"free", "garbage", "live", "grow", 
     "a guest whose memory is mostly a Boehm GC heap, 80% of it garbage; the host asks for about "  \
     "half the garbage, what the collector can return as whole free heap blocks"
 
+#define FREE_WHAT "guests holding free memory (a finished job's): the host needs it back"
+#define LIVE_WHAT                                                                                  \
+    "a guest whose memory is all in use, half of it hot: what the host takes must be paged"
 /* Guest scenarios, quick and full. nominal_held is what one guest holds
  * resident before the request (measured here), for the floor's bytes. */
 static const run_guest_scn_t guest_scn[2][3] = {
     {
-        {"free", 2, 256 * MM_MIB, 0, 32 * MM_MIB, "anon=16M,free=192M", 0, 208 * MM_MIB,
-         "guests holding free memory (a finished job's): the host needs it back"},
+        {"free", 2, 256 * MM_MIB, 0, 32 * MM_MIB, "anon=16M,free=192M", 0, 208 * MM_MIB, FREE_WHAT},
         {"garbage", 1, 256 * MM_MIB, 256 * MM_MIB, 128 * MM_MIB, "anon=16M,gc=160M:live=20", 2000,
          182 * MM_MIB, GARBAGE_WHAT},
         {"live", 1, 256 * MM_MIB, 256 * MM_MIB, 160 * MM_MIB, "anon=192M:hot=50", 2000,
-         194 * MM_MIB,
-         "a guest whose memory is all in use, half of it hot: what the host takes must be paged"},
+         194 * MM_MIB, LIVE_WHAT},
     },
     {
-        {"free", 4, 512 * MM_MIB, 0, 64 * MM_MIB, "anon=32M,free=416M", 0, 448 * MM_MIB,
-         "guests holding free memory (a finished job's): the host needs it back"},
+        {"free", 4, 512 * MM_MIB, 0, 64 * MM_MIB, "anon=32M,free=416M", 0, 448 * MM_MIB, FREE_WHAT},
         {"garbage", 2, 512 * MM_MIB, 512 * MM_MIB, 256 * MM_MIB, "anon=32M,gc=320M:live=20", 4000,
          364 * MM_MIB, GARBAGE_WHAT},
         {"live", 2, 512 * MM_MIB, 512 * MM_MIB, 320 * MM_MIB, "anon=384M:hot=50", 4000,
-         386 * MM_MIB,
-         "a guest whose memory is all in use, half of it hot: what the host takes must be paged"},
+         386 * MM_MIB, LIVE_WHAT},
     },
 };
 

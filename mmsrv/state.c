@@ -227,6 +227,15 @@ void mm__state_forget(mm_server_t *s, uint32_t id)
         log_warn("client %u: cannot remove its record %s: %s", id, path, strerror(errno));
 }
 
+/* A client read_record built, dropped half-way. */
+static void drop_read(mm_host_client_t *c)
+{
+    mm__baseline_fini(c);
+    free(c->reclaimed);
+    free(c->paging_chunks);
+    free(c);
+}
+
 /* Read and check one record; a client in RECOVERING state, or NULL with
  * the reason in why. */
 static mm_host_client_t *read_record(const char *path, uint32_t id, char *why, size_t cap)
@@ -279,11 +288,8 @@ static mm_host_client_t *read_record(const char *path, uint32_t id, char *why, s
     if (c)
         c->paging_chunks = calloc(words, 8);
     if (!c || !c->reclaimed || !c->paging_chunks) {
-        if (c) {
-            free(c->reclaimed);
-            free(c->paging_chunks);
-            free(c);
-        }
+        if (c)
+            drop_read(c);
         c = NULL;
         snprintf(why, cap, "out of memory");
         goto out;
@@ -330,10 +336,7 @@ static mm_host_client_t *read_record(const char *path, uint32_t id, char *why, s
     /* A baseline guest's driver state: what its balloon holds or which
      * blocks are unplugged, so that deflate and plug go on where they were. */
     if (mm__baseline_init(c, b->driver) < 0) {
-        mm__baseline_fini(c);
-        free(c->reclaimed);
-        free(c->paging_chunks);
-        free(c);
+        drop_read(c);
         c = NULL;
         snprintf(why, cap, "out of memory");
         goto out;
